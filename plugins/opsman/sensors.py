@@ -1,0 +1,129 @@
+"""Sensor that waits for an Apply Changes (installation) to succeed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from opsman.exceptions import OpsManagerError
+from opsman.hooks import DEFAULT_CONN_ID, OpsManagerHook
+from opsman.models import InstallationStatus, log_tail, new_log_text
+from opsman.triggers import InstallationTrigger
+
+EVENT_STATUSES = {"succeeded", "failed", "error", "timeout"}
+
+
+class ApplyChangesSensor(BaseSensorOperator):
+    """Wait for one installation to succeed; fail with the log's tail when it fails.
+
+    Deferrable by default: the wait runs in the triggerer (GET only) and holds no worker slot.
+    ``deferrable=False`` falls back to poke or reschedule mode. New installation log lines go to the
+    task log as they arrive.
+
+    :param installation_id: the installation to wait for (templated; usually the Apply Changes task's XCom).
+    :param poll_interval_seconds: seconds between status polls.
+    :param log_interval_seconds: seconds between downloads of the growing log while it runs.
+    :param deferrable: wait in the triggerer (default) instead of a worker slot.
+    """
+
+    template_fields: Sequence[str] = ("opsman_conn_id", "installation_id", "poll_interval_seconds")
+    ui_color = "#f6eccf"
+
+    def __init__(
+        self,
+        *,
+        installation_id: Any,
+        opsman_conn_id: str = DEFAULT_CONN_ID,
+        poll_interval_seconds: Any = 30,
+        log_interval_seconds: float = 60,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("timeout", timedelta(hours=12).total_seconds())
+        super().__init__(**kwargs)
+        self.installation_id = installation_id
+        self.opsman_conn_id = opsman_conn_id
+        self.poll_interval_seconds = poll_interval_seconds
+        self.log_interval_seconds = log_interval_seconds
+        self.deferrable = deferrable
+        self._log_offset = 0
+        self._last_log_fetch = 0.0
+
+    @cached_property
+    def hook(self) -> OpsManagerHook:
+        return OpsManagerHook(opsman_conn_id=self.opsman_conn_id)
+
+    @property
+    def _id(self) -> int:
+        try:
+            return int(self.installation_id)
+        except (TypeError, ValueError):
+            raise OpsManagerError(f"installation_id must be an integer, got {self.installation_id!r}") from None
+
+    def _print_new_log(self) -> None:
+        text, self._log_offset = new_log_text(self.hook.get_installation_logs(self._id), self._log_offset)
+        for line in text.splitlines():
+            self.log.info("[installation %d] %s", self._id, line)
+        self._last_log_fetch = time.monotonic()
+
+    def _fail(self) -> None:
+        tail = log_tail(self.hook.get_installation_logs(self._id))
+        raise AirflowFailException(
+            f"Apply Changes (installation {self._id}) failed. Fix the cause in Ops Manager, then clear the "
+            f"Apply Changes task to start a new one. Last lines of its log:\n{tail}"
+        )
+
+    def poke(self, context: Context) -> bool:
+        status = self.hook.get_installation_status(self._id)
+        if status.is_terminal or time.monotonic() - self._last_log_fetch >= self.log_interval_seconds:
+            self._print_new_log()
+        if status is InstallationStatus.FAILED:
+            self._fail()
+        if status.is_successful:
+            self.log.info("Installation %d succeeded", self._id)
+            return True
+        self.log.info("Installation %d is %s", self._id, status.value)
+        return False
+
+    def execute(self, context: Context) -> int:
+        self.poke_interval = float(self.poll_interval_seconds)
+        if not self.deferrable:
+            super().execute(context)
+            return self._id
+        if self.poke(context):
+            return self._id
+        self.defer(
+            trigger=InstallationTrigger(
+                opsman_conn_id=self.opsman_conn_id,
+                installation_id=self._id,
+                poll_interval_seconds=self.poke_interval,
+                log_interval_seconds=self.log_interval_seconds,
+                log_offset=self._log_offset,
+                end_time=time.time() + float(self.timeout),
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout)),
+        )
+        raise AssertionError("defer() returned")  # pragma: no cover
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> int:
+        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+            raise OpsManagerError(f"the installation trigger sent an unexpected event: {event!r}")
+        status = event["status"]
+        if status == "succeeded":
+            self.log.info("Installation %d succeeded", self._id)
+            return self._id
+        if status == "failed":
+            self._fail()
+        if status == "timeout":
+            raise AirflowFailException(
+                f"installation {self._id} was still running after {self.timeout} s; it was not cancelled. "
+                "Check it in Ops Manager, then clear this task to wait again."
+            )
+        raise OpsManagerError(f"waiting for installation {self._id} failed: {event.get('message')}")

@@ -1,0 +1,97 @@
+"""Trigger that waits for an Apply Changes in the triggerer, holding no worker slot.
+
+It only reads (GET): a triggerer restart re-creates it from its kwargs and it resumes polling; it can
+never start a second installation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from opsman.hooks import OpsManagerAsyncHook
+from opsman.models import new_log_text
+
+
+class InstallationTrigger(BaseTrigger):
+    """Poll one installation until it is terminal, printing new log lines as they arrive.
+
+    The cumulative log is fetched at most every ``log_interval_seconds`` and once more at the end,
+    so a long install does not download its growing log on every status poll.
+
+    :param opsman_conn_id: Airflow connection of type ``opsman``.
+    :param installation_id: the installation to wait for.
+    :param poll_interval_seconds: seconds between status polls.
+    :param log_interval_seconds: seconds between log downloads while running.
+    :param log_offset: characters of the log already printed (so a resumed wait does not repeat them).
+    :param end_time: epoch seconds after which the trigger gives up with a ``timeout`` event.
+    """
+
+    def __init__(
+        self,
+        opsman_conn_id: str,
+        installation_id: int,
+        poll_interval_seconds: float = 30.0,
+        log_interval_seconds: float = 60.0,
+        log_offset: int = 0,
+        end_time: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.opsman_conn_id = opsman_conn_id
+        self.installation_id = int(installation_id)
+        self.poll_interval_seconds = float(poll_interval_seconds)
+        self.log_interval_seconds = float(log_interval_seconds)
+        self.log_offset = int(log_offset)
+        self.end_time = end_time
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "opsman_conn_id": self.opsman_conn_id,
+                "installation_id": self.installation_id,
+                "poll_interval_seconds": self.poll_interval_seconds,
+                "log_interval_seconds": self.log_interval_seconds,
+                "log_offset": self.log_offset,
+                "end_time": self.end_time,
+            },
+        )
+
+    def _event(self, status: str, message: str) -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": status,
+                "installation_id": self.installation_id,
+                "log_offset": self.log_offset,
+                "message": message,
+            }
+        )
+
+    async def _print_new_log(self, hook: OpsManagerAsyncHook) -> None:
+        text, self.log_offset = new_log_text(await hook.get_installation_logs(self.installation_id), self.log_offset)
+        for line in text.splitlines():
+            self.log.info("[installation %d] %s", self.installation_id, line)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = OpsManagerAsyncHook(opsman_conn_id=self.opsman_conn_id)
+        last_log_fetch = 0.0
+        try:
+            while True:
+                status = await hook.get_installation_status(self.installation_id)
+                now = time.monotonic()
+                if status.is_terminal or now - last_log_fetch >= self.log_interval_seconds:
+                    await self._print_new_log(hook)
+                    last_log_fetch = now
+                if status.is_terminal:
+                    yield self._event(status.value, f"installation {self.installation_id} {status.value}")
+                    return
+                if self.end_time is not None and time.time() >= self.end_time:
+                    yield self._event("timeout", f"installation {self.installation_id} still running at the deadline")
+                    return
+                await asyncio.sleep(self.poll_interval_seconds)
+        except Exception as err:  # every failure reaches the task as one clear event
+            yield self._event("error", f"{type(err).__name__}: {err}")

@@ -1,0 +1,78 @@
+"""Test set-up: a private AIRFLOW_HOME (set before anything imports airflow) and the simulator.
+
+Every test that talks to Ops Manager talks to the bundled simulator over real HTTPS on 127.0.0.1,
+verifying its TLS certificate with the CA it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+_HOME = tempfile.mkdtemp(prefix="opsman-airflow-home-")
+os.environ["AIRFLOW_HOME"] = _HOME
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.db"
+for sub in ("plugins", "include"):
+    if str(REPO / sub) not in sys.path:
+        sys.path.insert(0, str(REPO / sub))
+
+import pytest  # noqa: E402
+from opsman_simulator.process import SimulatorProcess  # noqa: E402
+
+SIM_USER = "admin"
+SIM_PASSWORD = "pw-Simul4tor-" + os.urandom(6).hex()
+SIM_CLIENT_ID = "rotation-bot"
+SIM_CLIENT_SECRET = "cs-" + os.urandom(8).hex()
+
+
+def connection_json(sim: SimulatorProcess, **extra_overrides) -> str:
+    """The Airflow connection (JSON form) for the simulator, password grant, CA file verified."""
+    extra = {"ca_cert": str(sim.ca_path), "read_retries": 4, "retry_backoff_seconds": 0.1}
+    extra.update(extra_overrides)
+    login = extra.pop("login", SIM_USER)
+    password = extra.pop("password", SIM_PASSWORD)
+    return json.dumps(
+        {"conn_type": "opsman", "host": sim.url, "login": login, "password": password, "extra": extra}
+    )
+
+
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory) -> Iterator[SimulatorProcess]:
+    """One simulator for the session; tests reset it through its control surface."""
+    sim = SimulatorProcess(
+        tmp_path_factory.mktemp("opsman-sim"),
+        apply_seconds=1.0,
+        username=SIM_USER,
+        password=SIM_PASSWORD,
+        client_id=SIM_CLIENT_ID,
+        client_secret=SIM_CLIENT_SECRET,
+    )
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(simulator: SimulatorProcess, monkeypatch) -> SimulatorProcess:
+    """The shared simulator, reset to its initial state, wired as ``opsman_default``."""
+    simulator.reset()
+    monkeypatch.setenv("AIRFLOW_CONN_OPSMAN_DEFAULT", connection_json(simulator))
+    return simulator
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    from airflow.utils import db
+
+    db.initdb()
