@@ -1,0 +1,449 @@
+"""HTTP layer: the Ops Manager API routes, the /_simulator control surface and the fault /
+journal middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .state import ApiError, Config, Store, atomic_write
+from .uaa import UAA
+
+SIM_PREFIX = "/_simulator"
+CURRENT_LOG_PATH = "/api/v0/installations/current_log"
+_SECRET_WORDS = ("pass", "secret", "token", "key", "credential", "authorization")
+
+
+def version_for(config: Config) -> str:
+    # ASSUMPTION: legacy answers look like Ops Manager 2.9, "2.10" answers like 2.10.
+    return "2.10.60-build.4" if config.answer_style == "2.10" else "2.9.13-build.165"
+
+
+def redact_query(raw: str) -> str:
+    """The query string for the journal, with values of secret-looking parameters redacted."""
+    if not raw:
+        return ""
+    pairs = parse_qsl(raw, keep_blank_values=True)
+    if not any(any(w in k.lower() for w in _SECRET_WORDS) for k, _ in pairs):
+        return raw
+    return urlencode(
+        [(k, "[REDACTED]" if any(w in k.lower() for w in _SECRET_WORDS) else v) for k, v in pairs]
+    )
+
+
+class Journal:
+    """Request journal: in memory, mirrored to ``journal.jsonl`` (append-only) in the state dir."""
+
+    def __init__(self, state_dir: Path):
+        self.path = Path(state_dir) / "journal.jsonl"
+        self.entries: list[dict[str, Any]] = []
+        self.seq = 0
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line after a crash
+                self.entries.append(e)
+                self.seq = max(self.seq, int(e.get("seq", 0)))
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+    def clear(self) -> None:
+        self.entries = []
+        atomic_write(self.path, b"")
+
+
+class Simulator:
+    """Shared server-side context."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        Path(config.state_dir).mkdir(parents=True, exist_ok=True)
+        self.store = Store(config)
+        self.uaa = UAA(config, self.store)
+        self.journal = Journal(config.state_dir)
+        self.lock = asyncio.Lock()
+        self.in_flight = 0
+
+    async def ticker(self, interval: float = 0.2) -> None:
+        """Finish installations on time even when nobody polls (so state.json is current)."""
+        while True:
+            await asyncio.sleep(interval)
+            async with self.lock:
+                try:
+                    self.store.tick()
+                except Exception:  # pragma: no cover - keep the server alive
+                    pass
+
+
+# --------------------------------------------------------------------------------------------
+# middleware: journal, concurrency measurement, faults, request serialisation
+# --------------------------------------------------------------------------------------------
+
+
+async def _wait_disconnect(receive, timeout: float = 5.0) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    return
+    except TimeoutError:
+        return
+
+
+class SimulatorMiddleware:
+    def __init__(self, app, sim: Simulator):
+        self.app = app
+        self.sim = sim
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == SIM_PREFIX or path.startswith(SIM_PREFIX + "/"):
+            async with self.sim.lock:
+                await self.app(scope, receive, send)
+            return
+        await self._api_call(scope, receive, send)
+
+    async def _api_call(self, scope, receive, send):
+        sim = self.sim
+        store = sim.store
+        method = scope["method"].upper()
+        path = scope["path"]
+        entry = {
+            "seq": sim.journal.next_seq(),
+            "method": method,
+            "path": path,
+            "query": redact_query(scope.get("query_string", b"").decode("latin-1")),
+            "status": 0,
+            "started_at": time.time(),
+            "finished_at": None,
+            "dropped": False,
+        }
+        sim.in_flight += 1
+        if sim.in_flight > store.max_concurrent_requests:
+            store.max_concurrent_requests = sim.in_flight
+        transport = (scope.get("state") or {}).get("_transport")
+        try:
+            latency = store.take_matching_fault("latency", method, path)
+            if latency:
+                await asyncio.sleep(latency["seconds"])
+            drop = store.take_matching_fault("drop_next", method, path)
+            if drop and (drop.get("when") == "before" or path == CURRENT_LOG_PATH):
+                entry["dropped"] = True
+                await self._drop(transport, receive)
+                return
+            burst = store.take_matching_fault("status_burst", method, path)
+            if burst:
+                await self._burst(burst, send, entry)
+                return
+
+            async def recording_send(message):
+                if message["type"] == "http.response.start":
+                    entry["status"] = message["status"]
+                await send(message)
+
+            if path == CURRENT_LOG_PATH:
+                # A long-lived stream: must not hold the request lock.
+                await self.app(scope, receive, recording_send)
+                return
+            if drop:  # drop "after": process the request, then lose the answer
+                async def swallowing_send(message):
+                    if message["type"] == "http.response.start":
+                        entry["status"] = message["status"]
+
+                async with sim.lock:
+                    await self.app(scope, receive, swallowing_send)
+                entry["dropped"] = True
+                await self._drop(transport, receive)
+                return
+            async with sim.lock:
+                await self.app(scope, receive, recording_send)
+        finally:
+            sim.in_flight -= 1
+            entry["finished_at"] = time.time()
+            sim.journal.append(entry)
+
+    @staticmethod
+    async def _drop(transport, receive) -> None:
+        """Close the TCP connection without sending any HTTP response."""
+        if transport is not None:
+            transport.close()
+        await _wait_disconnect(receive)
+
+    @staticmethod
+    async def _burst(burst: dict[str, Any], send, entry: dict[str, Any]) -> None:
+        status = int(burst["status"])
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        body = burst.get("body") or f"<html><body><h1>{status} {phrase}</h1></body></html>"
+        data = body.encode()
+        entry["status"] = status
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"text/html"),
+                    (b"content-length", str(len(data)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
+
+
+# --------------------------------------------------------------------------------------------
+# the application
+# --------------------------------------------------------------------------------------------
+
+
+async def _json_body(request: Request, required: bool = False) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        # ASSUMPTION: malformed JSON answers 400 {"errors": [...]}.
+        raise ApiError(400, {"errors": ["The request body is not valid JSON"]})
+
+
+def create_app(sim: Simulator):
+    store, uaa, config = sim.store, sim.uaa, sim.config
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        # ASSUMPTION: unknown routes answer {"errors": [...]} like the CommonErrors envelope.
+        return JSONResponse({"errors": [str(exc.detail)]}, status_code=exc.status_code)
+
+    def auth(request: Request) -> dict[str, Any]:
+        return uaa.authenticate_header(request.headers.get("authorization"))
+
+    # ---------------------------------------------------------------- UAA
+    @app.post("/uaa/oauth/token")
+    async def token(request: Request):
+        raw = (await request.body()).decode("utf-8", "replace")
+        form = dict(parse_qsl(raw, keep_blank_values=True))
+        body = uaa.token(request.headers.get("authorization"), form)
+        return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    # ---------------------------------------------------------------- info
+    @app.get("/api/v0/info")
+    async def info():
+        return {"info": {"version": version_for(config)}}
+
+    # ---------------------------------------------------------------- CAs (§2)
+    @app.get("/api/v0/certificate_authorities")
+    async def list_cas(request: Request):
+        auth(request)
+        return store.list_cas()
+
+    @app.post("/api/v0/certificate_authorities/generate")
+    async def generate_ca(request: Request):
+        auth(request)
+        await _json_body(request)  # empty body and {} are both fine
+        status, body = store.generate_ca()
+        return JSONResponse(body, status_code=status)
+
+    @app.post("/api/v0/certificate_authorities")
+    async def create_ca(request: Request):
+        auth(request)
+        status, body = store.create_ca(await _json_body(request))
+        return JSONResponse(body, status_code=status)
+
+    @app.post("/api/v0/certificate_authorities/active/regenerate")
+    async def regenerate(request: Request):
+        auth(request)
+        await _json_body(request)
+        status, body = store.regenerate()
+        return JSONResponse(body, status_code=status)
+
+    @app.post("/api/v0/certificate_authorities/{guid}/activate")
+    async def activate(guid: str, request: Request):
+        auth(request)
+        await _json_body(request)
+        status, body = store.activate_ca(guid)
+        return JSONResponse(body, status_code=status)
+
+    @app.delete("/api/v0/certificate_authorities/{guid}")
+    async def delete_ca(guid: str, request: Request):
+        auth(request)
+        status, body = store.delete_ca(guid)
+        return JSONResponse(body, status_code=status)
+
+    # ---------------------------------------------------------------- installations (§4)
+    @app.post("/api/v0/installations")
+    async def post_installation(request: Request):
+        who = auth(request)
+        body = await _json_body(request)
+        return store.start_installation(body, who.get("user_name") or "admin")
+
+    @app.get("/api/v0/installations")
+    async def list_installations(request: Request):
+        auth(request)
+        store.tick()
+        q = request.query_params
+        return store.list_installations(q.get("page_num"), q.get("per_page"))
+
+    @app.get("/api/v0/installations/current_log")
+    async def current_log(request: Request):
+        auth(request)
+        store.tick()
+        inst = store.running_installation()
+
+        def sse(event: str | None, data: Any) -> str:
+            text = data if isinstance(data, str) else json.dumps(data)
+            head = f"event: {event}\n" if event else ""
+            return head + "".join(f"data: {line}\n" for line in text.split("\n")) + "\n"
+
+        async def stream():
+            if inst is None:
+                # ASSUMPTION: exact payload of the idle exit event.
+                yield sse("exit", {"type": "exit", "code": 0, "message": "no install in progress"})
+                return
+            iid = inst["id"]
+            yield sse(
+                "step_info",
+                {"type": "step_info", "installation_id": iid, "started_at": Store.install_summary(inst)["started_at"]},
+            )
+            sent = 0
+            while True:
+                store.tick()
+                cur = store.find_installation(iid)
+                if cur is None:
+                    yield sse("exit", {"type": "exit", "code": 1, "message": "installation no longer exists"})
+                    return
+                events = store.visible_events(cur)
+                for _, kind, payload in events[sent:]:
+                    if kind == "line":
+                        yield sse(None, payload)
+                    else:
+                        yield sse(kind, payload)
+                sent = len(events)
+                if cur["status"] != "running":
+                    yield sse("exit", {"type": "exit", "code": 0 if cur["status"] == "succeeded" else 1})
+                    return
+                await asyncio.sleep(0.1)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/v0/installations/{install_id}")
+    async def get_installation(install_id: str, request: Request):
+        auth(request)
+        store.tick()
+        return {"status": store.get_installation(install_id)["status"]}
+
+    @app.get("/api/v0/installations/{install_id}/logs")
+    async def get_installation_logs(install_id: str, request: Request):
+        auth(request)
+        store.tick()
+        return {"logs": store.installation_logs(store.get_installation(install_id))}
+
+    # ---------------------------------------------------------------- products, changes (§5)
+    @app.get("/api/v0/staged/pending_changes")
+    async def pending_changes(request: Request):
+        auth(request)
+        store.tick()
+        return store.pending_changes()
+
+    @app.get("/api/v0/staged/products")
+    async def staged_products(request: Request):
+        auth(request)
+        return store.products_json()
+
+    @app.get("/api/v0/deployed/products")
+    async def deployed_products(request: Request):
+        auth(request)
+        return store.products_json()
+
+    # ---------------------------------------------------------------- certificates (§3)
+    @app.get("/api/v0/deployed/certificates")
+    async def deployed_certificates(request: Request):
+        auth(request)
+        store.tick()
+        q = request.query_params
+        return store.deployed_certificates(q.get("expires_within"), q.get("show_excluded_from_rotation_only"))
+
+    @app.get("/api/v0/deployed/products/{guid}/credentials")
+    async def list_credentials(guid: str, request: Request):
+        auth(request)
+        return store.list_credentials(guid)
+
+    @app.get("/api/v0/deployed/products/{guid}/credentials/{ref}")
+    async def get_credential(guid: str, ref: str, request: Request):
+        auth(request)
+        store.tick()
+        return store.get_credential(guid, ref)
+
+    # ---------------------------------------------------------------- control surface
+    @app.get(SIM_PREFIX + "/journal")
+    async def get_journal():
+        return {"entries": sorted(sim.journal.entries, key=lambda e: e["seq"])}
+
+    @app.delete(SIM_PREFIX + "/journal")
+    async def clear_journal():
+        sim.journal.clear()
+        store.max_concurrent_requests = sim.in_flight
+        return {"entries": []}
+
+    @app.get(SIM_PREFIX + "/state")
+    async def get_state():
+        store.tick()
+        return store.simulator_state()
+
+    @app.get(SIM_PREFIX + "/faults")
+    async def get_faults():
+        return store.faults
+
+    @app.post(SIM_PREFIX + "/faults")
+    async def post_faults(request: Request):
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return JSONResponse({"error": "body is not valid JSON"}, status_code=400)
+        try:
+            store.apply_faults(body)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return store.faults
+
+    @app.post(SIM_PREFIX + "/reset")
+    async def reset():
+        store.reset()
+        sim.journal.clear()
+        store.max_concurrent_requests = 0
+        return {"reset": True, "state": store.simulator_state()}
+
+    @app.get(SIM_PREFIX + "/health")
+    async def health():
+        return {"ok": True}
+
+    return SimulatorMiddleware(app, sim)
