@@ -6,7 +6,6 @@ verifying its TLS certificate with the CA it writes.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -21,29 +20,13 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.db"
-for sub in ("plugins", "include"):
+for sub in ("plugins", "include", "tests"):
     if str(REPO / sub) not in sys.path:
         sys.path.insert(0, str(REPO / sub))
 
 import pytest  # noqa: E402
 from opsman_simulator.process import SimulatorProcess  # noqa: E402
-
-SIM_USER = "admin"
-SIM_PASSWORD = "pw-Simul4tor-" + os.urandom(6).hex()
-SIM_CLIENT_ID = "rotation-bot"
-SIM_CLIENT_SECRET = "cs-" + os.urandom(8).hex()
-
-
-def connection_json(sim: SimulatorProcess, **extra_overrides) -> str:
-    """The Airflow connection (JSON form) for the simulator, password grant, CA file verified."""
-    extra = {"ca_cert": str(sim.ca_path), "read_retries": 4, "retry_backoff_seconds": 0.1}
-    extra.update(extra_overrides)
-    login = extra.pop("login", SIM_USER)
-    password = extra.pop("password", SIM_PASSWORD)
-    return json.dumps(
-        {"conn_type": "opsman", "host": sim.url, "login": login, "password": password, "extra": extra}
-    )
-
+from support import SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PASSWORD, SIM_USER, connection_json  # noqa: E402
 
 @pytest.fixture(scope="session")
 def simulator(tmp_path_factory) -> Iterator[SimulatorProcess]:

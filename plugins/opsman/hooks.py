@@ -16,6 +16,7 @@ Extras never become HTTP headers (the plain HttpHook would send them as headers)
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -284,18 +285,36 @@ def _text_excerpt(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
+def _tls_error(settings: OpsManagerConnectionSettings, err: Exception) -> OpsManagerConfigError:
+    """TLS verification failures are configuration problems, not transient ones: never retried."""
+    reason = str(err.__context__ or err) if "CERTIFICATE_VERIFY_FAILED" not in str(err) else "certificate verify failed"
+    return OpsManagerConfigError(
+        f"TLS verification of {settings.base_url} failed ({reason[:200]}). Set extra ca_cert on connection "
+        f"'{settings.conn_id}' to the CA that signed Ops Manager's certificate (PEM text or a file path)."
+    )
+
+
+def _basic_auth(user: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
 def _check_guid(guid: str, what: str) -> str:
     if not isinstance(guid, str) or not GUID_PATTERN.match(guid):
         raise OpsManagerConfigError(f"{what} {guid!r} is not a GUID as Ops Manager prints them")
     return guid
 
 
-def _decode(call: str, method: str, path: str, status: int, content_type: str, text: str) -> Any:
+def _decode(
+    call: str, method: str, path: str, status: int, content_type: str, text: str, accept: Iterable[int] = (200,)
+) -> Any:
+    """The JSON body of a response; an error response that is not JSON (a proxy's HTML page) stays text."""
     if not text.strip():
         return {}
     try:
         return json.loads(text)
     except ValueError:
+        if status not in accept:
+            return text
         raise OpsManagerResponseError(
             f"{call} ({method} {path}): expected JSON with HTTP {status}, got {content_type or 'no content type'}: "
             f"{_text_excerpt(text)!r}. Is the connection's host really Ops Manager (not a proxy or login page)?"
@@ -353,6 +372,18 @@ def _list_field(body: Any, key: str, call: str) -> list[Any]:
     if not isinstance(value, list):
         raise OpsManagerResponseError(f"{call}: the response has no '{key}' list; Ops Manager sent {str(body)[:200]!r}")
     return value
+
+
+def _installation_status(call: str, body: Any) -> InstallationStatus:
+    if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+        raise OpsManagerResponseError(f"{call}: the response has no 'status'; Ops Manager sent {str(body)[:200]!r}")
+    return InstallationStatus.parse(body["status"])
+
+
+def _installation_logs(call: str, body: Any) -> str:
+    if not isinstance(body, dict) or not isinstance(body.get("logs"), str):
+        raise OpsManagerResponseError(f"{call}: the response has no 'logs' string; Ops Manager sent {str(body)[:200]!r}")
+    return body["logs"]
 
 
 def _product_list(body: Any, call: str) -> list[Product]:
@@ -426,8 +457,11 @@ class OpsManagerHook(HttpHook):
         def attempt() -> requests.Response:
             try:
                 return session.post(
-                    url, data=form, auth=basic, headers={"Accept": "application/json"}, timeout=self._timeouts()
+                    url, data=form, auth=basic, headers={"Accept": "application/json"}, timeout=self._timeouts(),
+                    verify=session.verify,
                 )
+            except requests.exceptions.SSLError as err:
+                raise _tls_error(settings, err) from None
             except (requests.ConnectionError, requests.Timeout) as err:
                 raise OpsManagerTransientError("get UAA token", "POST", url, None, [type(err).__name__]) from None
 
@@ -497,7 +531,11 @@ class OpsManagerHook(HttpHook):
                     method, url, headers=headers, params=params,
                     data=json.dumps(json_body) if json_body is not None else None,
                     timeout=self._timeouts(), allow_redirects=False,
+                    # Explicit: requests lets REQUESTS_CA_BUNDLE override a session's verify setting.
+                    verify=session.verify,
                 )
+            except requests.exceptions.SSLError as err:
+                raise _tls_error(self.settings, err) from None
             except (requests.ConnectionError, requests.Timeout) as err:
                 raise OpsManagerTransientError(
                     call, method, path, None, [f"{type(err).__name__}: the request may or may not have reached Ops Manager"]
@@ -509,7 +547,9 @@ class OpsManagerHook(HttpHook):
                 self._token = None
                 continue
             break
-        body = _decode(call, method, path, response.status_code, response.headers.get("Content-Type", ""), response.text)
+        body = _decode(
+            call, method, path, response.status_code, response.headers.get("Content-Type", ""), response.text, accept
+        )
         _raise_for_status(call, method, path, response.status_code, body, accept)
         return response.status_code, body
 
@@ -577,17 +617,13 @@ class OpsManagerHook(HttpHook):
         """``GET /api/v0/installations/{id}``."""
         call = f"get status of installation {installation_id}"
         _, body = self._call(call, "GET", _Endpoints.INSTALLATION.format(id=int(installation_id)), idempotent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("status"), str):
-            raise OpsManagerResponseError(f"{call}: the response has no 'status'; Ops Manager sent {str(body)[:200]!r}")
-        return InstallationStatus.parse(body["status"])
+        return _installation_status(call, body)
 
     def get_installation_logs(self, installation_id: int) -> str:
         """``GET /api/v0/installations/{id}/logs``: the whole log so far."""
         call = f"get logs of installation {installation_id}"
         _, body = self._call(call, "GET", _Endpoints.INSTALLATION_LOGS.format(id=int(installation_id)), idempotent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("logs"), str):
-            raise OpsManagerResponseError(f"{call}: the response has no 'logs' string")
-        return body["logs"]
+        return _installation_logs(call, body)
 
     # -- staged and deployed state -------------------------------------------------------------
 
@@ -664,11 +700,13 @@ class OpsManagerAsyncHook(HttpAsyncHook):
         url, (user, secret), form = settings.token_request()
         try:
             async with session.post(
-                url, data=form, auth=aiohttp.BasicAuth(user, secret), headers={"Accept": "application/json"},
+                url, data=form, headers={"Accept": "application/json", "Authorization": _basic_auth(user, secret)},
                 ssl=settings.ssl_context(), timeout=self._timeout(settings),
             ) as response:
                 text = await response.text()
                 status = response.status
+        except aiohttp.ClientConnectorCertificateError as err:
+            raise _tls_error(settings, err) from None
         except (aiohttp.ClientError, TimeoutError) as err:
             raise OpsManagerTransientError("get UAA token", "POST", url, None, [type(err).__name__]) from None
         if status in TRANSIENT_STATUSES:
@@ -709,6 +747,8 @@ class OpsManagerAsyncHook(HttpAsyncHook):
                         status = response.status
                         content_type = response.headers.get("Content-Type", "")
                         text = await response.text()
+                except aiohttp.ClientConnectorCertificateError as err:
+                    raise _tls_error(settings, err) from None
                 except (aiohttp.ClientError, TimeoutError) as err:
                     raise OpsManagerTransientError(call, "GET", path, None, [type(err).__name__]) from None
                 if status == 401 and not refreshed:
@@ -722,15 +762,10 @@ class OpsManagerAsyncHook(HttpAsyncHook):
     async def get_installation_status(self, installation_id: int) -> InstallationStatus:
         """``GET /api/v0/installations/{id}``."""
         call = f"get status of installation {installation_id}"
-        body = await self._get(call, _Endpoints.INSTALLATION.format(id=int(installation_id)))
-        if not isinstance(body, dict) or not isinstance(body.get("status"), str):
-            raise OpsManagerResponseError(f"{call}: the response has no 'status'")
-        return InstallationStatus.parse(body["status"])
+        return _installation_status(call, await self._get(call, _Endpoints.INSTALLATION.format(id=int(installation_id))))
 
     async def get_installation_logs(self, installation_id: int) -> str:
         """``GET /api/v0/installations/{id}/logs``: the whole log so far."""
         call = f"get logs of installation {installation_id}"
-        body = await self._get(call, _Endpoints.INSTALLATION_LOGS.format(id=int(installation_id)))
-        if not isinstance(body, dict) or not isinstance(body.get("logs"), str):
-            raise OpsManagerResponseError(f"{call}: the response has no 'logs' string")
-        return body["logs"]
+        path = _Endpoints.INSTALLATION_LOGS.format(id=int(installation_id))
+        return _installation_logs(call, await self._get(call, path))
