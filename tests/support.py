@@ -58,3 +58,8 @@ def wait_for_installation(sim, hook, installation_id: int, timeout: float = 20.0
         if time.monotonic() > deadline:
             raise AssertionError(f"installation {installation_id} still {status} after {timeout} s")
         time.sleep(0.2)
+
+
+def api_writes(sim) -> list[dict]:
+    """Journal entries that could change Ops Manager (token requests excluded)."""
+    return [e for e in sim.journal() if e["method"] in ("POST", "PUT", "PATCH", "DELETE") and e["path"].startswith("/api/")]

@@ -1,0 +1,233 @@
+"""Each operator's normal, retry and refusal paths, against the simulator."""
+
+from __future__ import annotations
+
+import pytest
+from support import api_writes, journal_calls, task_context, wait_for_installation
+
+from opsman.exceptions import OpsManagerConfigError, OpsManagerTransientError, RotationStateError
+from opsman.hooks import OpsManagerHook
+from opsman.models import ApplyChangesOptions, InstallationStatus
+from opsman.operators import (
+    WATERMARK_KEY,
+    ActivateCertificateAuthorityOperator,
+    ApplyChangesOperator,
+    CheckOpsManagerOperator,
+    DeleteCertificateAuthorityOperator,
+    GenerateCertificateAuthorityOperator,
+    RegenerateCertificatesOperator,
+    VerifyCertificateAuthoritiesOperator,
+)
+
+GENERATE = "/api/v0/certificate_authorities/generate"
+
+
+def generate(task_id="generate_ca"):
+    context = task_context()
+    guid = GenerateCertificateAuthorityOperator(task_id=task_id).execute(context)
+    return guid, context["ti"].xcoms
+
+
+def cas(hook=None):
+    return {ca.guid: ca.active for ca in (hook or OpsManagerHook()).list_certificate_authorities()}
+
+
+def activated_rotation():
+    """State after generate + activate: returns (old_guid, new_guid)."""
+    (old_guid,) = cas()
+    new_guid, _ = generate()
+    ActivateCertificateAuthorityOperator(task_id="activate", new_ca_guid=new_guid).execute(task_context())
+    return old_guid, new_guid
+
+
+class TestCheckOpsManager:
+    def test_reports_cas_and_pushes_the_watermark(self, sim):
+        context = task_context()
+        result = CheckOpsManagerOperator(task_id="check").execute(context)
+        newest = OpsManagerHook().list_installations()[0].id
+        assert context["ti"].xcoms == {WATERMARK_KEY: newest}
+        assert result["installation_watermark"] == newest
+        assert [ca["active"] for ca in result["certificate_authorities"]] == [True]
+        assert "cert_pem" not in result["certificate_authorities"][0]
+
+
+class TestGenerate:
+    def test_generates_an_inactive_ca_and_a_retry_adopts_it(self, sim):
+        (old_guid,) = cas()
+        sim.clear_journal()
+        first, xcoms = generate()
+        again, _ = generate()
+        assert first == again and first != old_guid
+        assert cas() == {old_guid: True, first: False}
+        assert len(journal_calls(sim, "POST", GENERATE)) == 1
+        assert xcoms[WATERMARK_KEY] == OpsManagerHook().list_installations()[0].id
+
+    def test_a_generate_whose_answer_was_lost_is_adopted_from_state(self, sim):
+        sim.faults(drop_next={"count": 1, "methods": ["POST"], "path_prefix": GENERATE, "when": "after"})
+        guid, _ = generate()
+        assert guid in cas() and len(cas()) == 2
+        assert len(journal_calls(sim, "POST", GENERATE)) == 1
+
+    def test_a_generate_dropped_before_ops_manager_saw_it_fails_the_try_then_generates(self, sim):
+        sim.faults(drop_next={"count": 1, "methods": ["POST"], "path_prefix": GENERATE, "when": "before"})
+        with pytest.raises(OpsManagerTransientError, match="may or may not have reached"):
+            generate()
+        assert len(cas()) == 1
+        guid, _ = generate()
+        assert guid in cas() and len(cas()) == 2
+
+    def test_a_503_on_generate_is_not_resent_and_the_next_try_generates(self, sim):
+        sim.faults(status_burst={"status": 503, "count": 1, "methods": ["POST"], "path_prefix": GENERATE})
+        with pytest.raises(OpsManagerTransientError):
+            generate()
+        assert len(cas()) == 1, "the 503 came from in front of Ops Manager: nothing was generated"
+        guid, _ = generate()
+        assert len(cas()) == 2 and guid in cas()
+
+    def test_two_stray_inactive_cas_are_ambiguous(self, sim):
+        hook = OpsManagerHook()
+        hook.generate_certificate_authority()
+        hook.generate_certificate_authority()
+        sim.clear_journal()
+        with pytest.raises(RotationStateError, match="2 inactive CA"):
+            generate()
+        assert api_writes(sim) == []
+
+    def test_an_older_inactive_ca_is_not_adopted(self, sim):
+        old_guid, new_guid = activated_rotation()  # old CA is now inactive and older than the active one
+        with pytest.raises(RotationStateError, match="0 of them newer"):
+            generate()
+        assert cas() == {old_guid: False, new_guid: True}
+
+
+class TestVerify:
+    def test_returns_the_old_active_ca(self, sim):
+        (old_guid,) = cas()
+        new_guid, _ = generate()
+        assert VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid).execute(task_context()) == old_guid
+
+    def test_after_activation_the_old_ca_is_the_other_one(self, sim):
+        old_guid, new_guid = activated_rotation()
+        assert VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid).execute(task_context()) == old_guid
+
+    def test_a_missing_new_ca_fails(self, sim):
+        with pytest.raises(RotationStateError, match="is not on Ops Manager"):
+            VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid="0123456789abcdef0123").execute(task_context())
+
+
+class TestActivate:
+    def test_activates_once_and_a_retry_is_a_no_op(self, sim):
+        (old_guid,) = cas()
+        new_guid, _ = generate()
+        sim.clear_journal()
+        for _ in range(2):
+            ActivateCertificateAuthorityOperator(task_id="a", new_ca_guid=new_guid).execute(task_context())
+        assert cas() == {old_guid: False, new_guid: True}
+        assert len(journal_calls(sim, "POST", f"/api/v0/certificate_authorities/{new_guid}/activate")) == 1
+
+    def test_a_dropped_activate_response_is_reconciled_from_state(self, sim):
+        new_guid, _ = generate()
+        sim.faults(
+            drop_next={"count": 1, "methods": ["POST"], "path_prefix": "/api/v0/certificate_authorities/", "when": "after"}
+        )
+        ActivateCertificateAuthorityOperator(task_id="a", new_ca_guid=new_guid).execute(task_context())
+        assert cas()[new_guid] is True
+
+
+class TestRegenerate:
+    def test_refuses_while_the_old_ca_is_active(self, sim):
+        new_guid, _ = generate()
+        sim.clear_journal()
+        with pytest.raises(RotationStateError, match="Activate the new CA first"):
+            RegenerateCertificatesOperator(task_id="r", new_ca_guid=new_guid).execute(task_context())
+        assert api_writes(sim) == []
+
+    def test_regenerates_under_the_new_ca(self, sim):
+        _, new_guid = activated_rotation()
+        context = task_context()
+        RegenerateCertificatesOperator(task_id="r", new_ca_guid=new_guid).execute(context)
+        assert len(journal_calls(sim, "POST", "/api/v0/certificate_authorities/active/regenerate")) == 1
+        assert WATERMARK_KEY in context["ti"].xcoms
+
+
+class TestDelete:
+    def test_deletes_the_old_ca_and_a_retry_is_a_no_op(self, sim):
+        old_guid, new_guid = activated_rotation()
+        for _ in range(2):
+            DeleteCertificateAuthorityOperator(task_id="d", old_ca_guid=old_guid, new_ca_guid=new_guid).execute(
+                task_context()
+            )
+        assert cas() == {new_guid: True}
+        assert len(journal_calls(sim, "DELETE")) == 1
+
+    @pytest.mark.parametrize("case", ["old-is-active", "new-not-active", "old-is-new"])
+    def test_refuses_to_delete_the_active_or_the_new_ca(self, sim, case):
+        (old_guid,) = cas()
+        new_guid, _ = generate()
+        if case == "old-is-active":
+            ActivateCertificateAuthorityOperator(task_id="a", new_ca_guid=new_guid).execute(task_context())
+            old_guid, new_guid = new_guid, old_guid  # asked to delete the now-active CA
+        target, keep = (new_guid, new_guid) if case == "old-is-new" else (old_guid, new_guid)
+        sim.clear_journal()
+        with pytest.raises(RotationStateError, match="refusing to delete"):
+            DeleteCertificateAuthorityOperator(task_id="d", old_ca_guid=target, new_ca_guid=keep).execute(task_context())
+        assert journal_calls(sim, "DELETE") == []
+        assert len(cas()) == 2
+
+
+class TestApplyChanges:
+    def _apply(self, after, **kwargs):
+        return ApplyChangesOperator(task_id="apply", after_installation_id=after, wait_poll_seconds=0.2, **kwargs).execute(
+            task_context()
+        )
+
+    def test_starts_one_then_a_retry_attaches_to_it(self, sim):
+        hook = OpsManagerHook()
+        watermark = hook.list_installations()[0].id
+        sim.clear_journal()
+        first = self._apply(watermark)
+        again = self._apply(watermark)
+        assert first == again and first > watermark
+        assert len(journal_calls(sim, "POST", "/api/v0/installations")) == 1
+
+    def test_a_succeeded_installation_after_the_watermark_is_not_repeated(self, sim):
+        hook = OpsManagerHook()
+        watermark = hook.list_installations()[0].id
+        first = self._apply(watermark)
+        assert wait_for_installation(sim, hook, first) is InstallationStatus.SUCCEEDED
+        sim.clear_journal()
+        assert self._apply(watermark) == first
+        assert api_writes(sim) == []
+
+    def test_a_failed_installation_is_followed_by_a_new_one(self, sim):
+        hook = OpsManagerHook()
+        watermark = hook.list_installations()[0].id
+        sim.faults(fail_next_installs=1)
+        failed = self._apply(watermark)
+        assert wait_for_installation(sim, hook, failed) is InstallationStatus.FAILED
+        second = self._apply(watermark)
+        assert second > failed
+
+    def test_waits_out_an_installation_that_predates_the_step(self, sim):
+        hook = OpsManagerHook()
+        someone_elses = hook.apply_changes(ApplyChangesOptions())
+        watermark = hook.list_installations()[0].id  # the step's change came after it started
+        mine = self._apply(watermark)
+        assert mine > someone_elses
+        installs = {i.id: i for i in hook.list_installations()}
+        assert installs[someone_elses].finished_at <= installs[mine].started_at
+
+    def test_options_reach_the_request(self, sim):
+        hook = OpsManagerHook()
+        guid = hook.list_staged_products()[0].guid
+        installation_id = self._apply(None, deploy_products=[guid], ignore_warnings=True)
+        record = next(i for i in sim.state()["installations"] if i["id"] == installation_id)
+        assert record["request"]["deploy_products"] == [guid]
+        assert record["request"]["ignore_warnings"] in (True, "true")
+
+    @pytest.mark.parametrize("products", [[], [1, 2], {"a": 1}])
+    def test_bad_deploy_products_are_refused_before_any_call(self, sim, products):
+        sim.clear_journal()
+        with pytest.raises(OpsManagerConfigError, match="deploy_products"):
+            self._apply(None, deploy_products=products)
+        assert sim.journal() == []
