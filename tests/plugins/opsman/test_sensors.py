@@ -1,0 +1,120 @@
+"""ApplyChangesSensor and InstallationTrigger against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from support import api_writes, journal_calls, task_context
+
+from opsman.exceptions import OpsManagerError
+from opsman.hooks import OpsManagerHook
+from opsman.models import ApplyChangesOptions
+from opsman.sensors import ApplyChangesSensor
+from opsman.triggers import InstallationTrigger
+
+
+def start_install(sim, fail=False) -> int:
+    if fail:
+        sim.faults(fail_next_installs=1)
+    return OpsManagerHook().apply_changes(ApplyChangesOptions())
+
+
+def sensor(installation_id, **kwargs) -> ApplyChangesSensor:
+    return ApplyChangesSensor(
+        task_id="wait", installation_id=installation_id, poll_interval_seconds=0.2, log_interval_seconds=0, **kwargs
+    )
+
+
+def run_trigger(trigger: InstallationTrigger) -> dict:
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    return asyncio.run(first_event())
+
+
+class TestPokeMode:
+    def test_waits_for_success_and_prints_the_log(self, sim, capfd):
+        installation_id = start_install(sim)
+        assert sensor(installation_id, deferrable=False).execute(task_context()) == installation_id
+        out = "".join(capfd.readouterr())
+        assert f"[installation {installation_id}]" in out
+        assert f"Installation {installation_id} succeeded" in out
+
+    def test_a_failed_installation_fails_the_task_with_the_log_tail(self, sim):
+        installation_id = start_install(sim, fail=True)
+        with pytest.raises(AirflowFailException) as err:
+            sensor(installation_id, deferrable=False).execute(task_context())
+        message = str(err.value)
+        assert f"installation {installation_id}) failed" in message
+        tail = OpsManagerHook().get_installation_logs(installation_id).rstrip("\n").splitlines()[-1]
+        assert tail in message
+
+
+class TestDeferrable:
+    def test_defers_to_a_trigger_that_only_reads(self, sim):
+        installation_id = start_install(sim)
+        op = sensor(installation_id)
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(task_context())
+        trigger = deferred.value.trigger
+        assert isinstance(trigger, InstallationTrigger) and deferred.value.method_name == "execute_complete"
+
+        # What the triggerer does after a restart: rebuild the trigger from its serialized form.
+        classpath, kwargs = trigger.serialize()
+        module, _, name = classpath.rpartition(".")
+        rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+        assert rebuilt.serialize() == (classpath, kwargs)
+        sim.clear_journal()
+        event = run_trigger(rebuilt)
+        assert event["status"] == "succeeded" and event["installation_id"] == installation_id
+        assert api_writes(sim) == [], "the trigger never writes"
+        assert len(journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}")) >= 1
+        assert op.execute_complete(task_context(), event) == installation_id
+
+    def test_an_already_finished_installation_does_not_defer(self, sim):
+        installation_id = start_install(sim)
+        sensor(installation_id, deferrable=False).execute(task_context())
+        assert sensor(installation_id).execute(task_context()) == installation_id
+
+    def test_trigger_reports_a_failed_installation_and_the_task_fails_with_the_tail(self, sim):
+        installation_id = start_install(sim, fail=True)
+        event = run_trigger(InstallationTrigger("opsman_default", installation_id, poll_interval_seconds=0.2))
+        assert event["status"] == "failed"
+        with pytest.raises(AirflowFailException, match=f"installation {installation_id}"):
+            sensor(installation_id).execute_complete(task_context(), event)
+
+    def test_trigger_turns_errors_into_an_error_event(self, sim):
+        event = run_trigger(InstallationTrigger("opsman_default", 99999, poll_interval_seconds=0.2))
+        assert event["status"] == "error" and "HTTP 404" in event["message"]
+        with pytest.raises(OpsManagerError, match="waiting for installation 99999 failed"):
+            sensor(99999).execute_complete(task_context(), event)
+
+    def test_trigger_gives_up_at_its_deadline(self, sim):
+        installation_id = start_install(sim)
+        event = run_trigger(InstallationTrigger("opsman_default", installation_id, poll_interval_seconds=0.2, end_time=0))
+        assert event["status"] == "timeout"
+        with pytest.raises(AirflowFailException, match="still running"):
+            sensor(installation_id).execute_complete(task_context(), event)
+
+    def test_trigger_survives_a_token_revoked_while_waiting(self, sim):
+        installation_id = start_install(sim)
+        trigger = InstallationTrigger("opsman_default", installation_id, poll_interval_seconds=0.3)
+
+        async def revoke_then_wait():
+            task = asyncio.create_task(anext(trigger.run()))
+            await asyncio.sleep(0.4)
+            await asyncio.to_thread(sim.faults, revoke_tokens=True)
+            return (await task).payload
+
+        assert asyncio.run(revoke_then_wait())["status"] == "succeeded"
+        assert journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}", status=401)
+
+    @pytest.mark.parametrize("event", [None, {}, {"status": "weird"}, "succeeded"])
+    def test_unexpected_events_are_refused(self, sim, event):
+        with pytest.raises(OpsManagerError, match="unexpected event"):
+            sensor(1).execute_complete(task_context(), event)
