@@ -28,6 +28,14 @@ class SimulatorH11Protocol(H11Protocol):
         self.app_state = dict(self.app_state)
         self.app_state["_transport"] = transport
 
+    def shutdown(self) -> None:
+        # An idle keep-alive connection is aborted at once: a TLS close would wait for the peer's
+        # close_notify, which an idle client never sends, delaying every restart.
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.abort()
+            return
+        super().shutdown()
+
 
 def ensure_transport_pki(state_dir: Path) -> tuple[Path, Path, Path]:
     """Create (first start) or reuse the HTTPS CA and 127.0.0.1/localhost server certificate."""
