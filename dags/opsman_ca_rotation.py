@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, task
+from opsman.hooks import OpsManagerHook
 from opsman.operators import (
     WATERMARK_KEY,
     ActivateCertificateAuthorityOperator,
@@ -24,6 +25,7 @@ from opsman.operators import (
 from opsman.sensors import ApplyChangesSensor
 
 CONN = "{{ params.opsman_conn_id }}"
+APPLY_GROUPS = ("initial_apply_changes", "activate_new_ca", "regenerate_certificates", "delete_old_ca")
 
 DOC_MD = """
 ### Rotate the Ops Manager root CA
@@ -158,12 +160,27 @@ with DAG(
         wait_leaves >> delete >> apply_delete
 
     @task
-    def summary(old_ca_guid: str, new_ca_guid: str, installation_ids: list[int]) -> dict[str, Any]:
-        """What the rotation did: the two CAs and the Apply Changes it waited for."""
-        return {"old_ca_guid": old_ca_guid, "new_ca_guid": new_ca_guid, "installation_ids": installation_ids}
+    def summary(old_ca_guid: str, new_ca_guid: str, params: dict[str, Any] | None = None, ti: Any = None) -> dict[str, Any]:
+        """What the rotation did: the two CAs, and each Apply Changes it waited for with its duration."""
+        waits = [f"{group}.wait_for_apply_changes" for group in APPLY_GROUPS]
+        ids = dict(zip(APPLY_GROUPS, ti.xcom_pull(task_ids=waits)))
+        hook = OpsManagerHook(opsman_conn_id=(params or {})["opsman_conn_id"])
+        installations = {i.id: i for i in hook.list_installations()}
+        report = {
+            "old_ca_guid": old_ca_guid,
+            "new_ca_guid": new_ca_guid,
+            "installations": {
+                group: installations[i].summary() if i in installations else None for group, i in ids.items()
+            },
+        }
+        lines = [f"Rotated the root CA: {old_ca_guid} (deleted) -> {new_ca_guid} (active)"]
+        for group, info in report["installations"].items():
+            lines.append(
+                f"  {group:<24} " + (f"installation {info['id']}: {info['status']}, {info['duration_seconds']} s" if info else "skipped")
+            )
+        print("\n".join(lines))  # task stdout goes to the task log
+        return report
 
-    wait_delete >> summary(
-        verify.output,
-        generate.output,
-        [initial_wait.output, wait_new_ca.output, wait_leaves.output, wait_delete.output],
-    )
+    # Only tasks that must succeed feed the summary: a skipped initial Apply Changes must not skip it
+    # (a skipped last task would mark a failed rotation as successful).
+    wait_delete >> summary(verify.output, generate.output)
