@@ -932,7 +932,8 @@ class Store:
                               f"--deployment={g} deploy /var/tempest/workspaces/default/deployments/{g}.yml"))
         events: list[tuple[float, str, Any]] = []
         n = len(steps)
-        interval = max(0.25, dur / 400.0)
+        # A few lines per second; never fewer than ~12 progress lines, never more than ~400.
+        interval = max(dur / 400.0, min(0.25, dur / 12.0), 0.01)
         pad = int(inst.get("log_bytes_per_second") or 0) * interval
 
         def ts(off: float) -> str:

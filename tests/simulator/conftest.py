@@ -79,7 +79,7 @@ class Api:
 
 
 def start_sim(tmp_path_factory, name: str, **kw: Any) -> SimulatorProcess:
-    kw.setdefault("apply_seconds", 1.0)
+    kw.setdefault("apply_seconds", 0.6)
     kw.setdefault("password", PASSWORD)
     kw.setdefault("client_id", CLIENT_ID)
     kw.setdefault("client_secret", CLIENT_SECRET)

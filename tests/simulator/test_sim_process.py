@@ -20,7 +20,7 @@ from opsman_simulator.process import INCLUDE_DIR, SimulatorProcess
 
 @pytest.fixture(scope="module")
 def own(tmp_path_factory, launch):
-    s = launch(tmp_path_factory, "restart", apply_seconds=2.0)
+    s = launch(tmp_path_factory, "restart", apply_seconds=1.5)
     yield s
     s.stop()
 
@@ -94,7 +94,7 @@ def test_restart_mid_install_finishes_on_wall_clock(own):
     assert [i["status"] for i in saved["installations"] if i["id"] == iid] == ["running"]
     own.start()
     r = requests.get(f"{own.url}/api/v0/installations/{iid}", headers=h, verify=own.ca_path, timeout=10)
-    if time.time() - t0 < 1.8:
+    if time.time() - t0 < 1.3:
         assert r.json() == {"status": "running"}
     deadline = time.time() + 10
     while r.json()["status"] == "running" and time.time() < deadline:
@@ -107,7 +107,7 @@ def test_restart_mid_install_finishes_on_wall_clock(own):
     from datetime import datetime
     dur = (datetime.fromisoformat(finished.replace("Z", "+00:00"))
            - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
-    assert abs(dur - 2.0) < 0.01
+    assert abs(dur - 1.5) < 0.01
     assert new["guid"] in own.state()["trusted_ca_guids"]
 
 
@@ -116,7 +116,7 @@ def test_install_finishes_and_is_persisted_without_polling(own):
     tok = own.token()
     h = {"Authorization": f"Bearer {tok}", "Content-Type": "application/json"}
     requests.post(own.url + "/api/v0/installations", json={}, headers=h, verify=own.ca_path, timeout=10)
-    time.sleep(2.6)  # nobody polls; the background ticker finishes and saves it
+    time.sleep(2.0)  # nobody polls; the background ticker finishes and saves it
     saved = json.loads((own.state_dir / "state.json").read_text())
     assert saved["installations"][-1]["status"] == "succeeded"
 
