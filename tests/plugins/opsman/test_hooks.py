@@ -293,3 +293,20 @@ class TestAsyncHook:
         sim.faults(status_burst={"status": 503, "count": 2, "methods": ["GET"], "path_prefix": "/api/v0/installations"})
         status = asyncio.run(OpsManagerAsyncHook().get_installation_status(installation_id))
         assert status is InstallationStatus.RUNNING
+
+    def test_async_hook_fetches_a_new_token_after_a_401(self, sim):
+        installation_id = OpsManagerHook().apply_changes(ApplyChangesOptions())
+
+        async def poll_revoke_poll():
+            hook = OpsManagerAsyncHook()
+            await hook.get_installation_status(installation_id)
+            await asyncio.to_thread(sim.faults, revoke_tokens=True)
+            await asyncio.to_thread(sim.clear_journal)
+            return await hook.get_installation_status(installation_id)
+
+        asyncio.run(poll_revoke_poll())
+        assert [(e["method"], e["path"], e["status"]) for e in sim.journal()] == [
+            ("GET", f"/api/v0/installations/{installation_id}", 401),
+            ("POST", "/uaa/oauth/token", 200),
+            ("GET", f"/api/v0/installations/{installation_id}", 200),
+        ]

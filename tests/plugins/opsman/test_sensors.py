@@ -101,19 +101,6 @@ class TestDeferrable:
         with pytest.raises(AirflowFailException, match="still running"):
             sensor(installation_id).execute_complete(task_context(), event)
 
-    def test_trigger_survives_a_token_revoked_while_waiting(self, sim):
-        installation_id = start_install(sim)
-        trigger = InstallationTrigger("opsman_default", installation_id, poll_interval_seconds=0.3)
-
-        async def revoke_then_wait():
-            task = asyncio.create_task(anext(trigger.run()))
-            await asyncio.sleep(0.4)
-            await asyncio.to_thread(sim.faults, revoke_tokens=True)
-            return (await task).payload
-
-        assert asyncio.run(revoke_then_wait())["status"] == "succeeded"
-        assert journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}", status=401)
-
     @pytest.mark.parametrize("event", [None, {}, {"status": "weird"}, "succeeded"])
     def test_unexpected_events_are_refused(self, sim, event):
         with pytest.raises(OpsManagerError, match="unexpected event"):
