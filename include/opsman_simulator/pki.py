@@ -62,8 +62,9 @@ def key_to_pem(key: Any) -> str:
     ).decode()
 
 
-def load_key(pem: str) -> Any:
-    return serialization.load_pem_private_key(pem.encode(), password=None)
+def load_key(pem: str, trusted: bool = True) -> Any:
+    """Load an unencrypted PEM key.  ``trusted`` (our own stored keys) skips the slow RSA checks."""
+    return serialization.load_pem_private_key(pem.encode(), password=None, unsafe_skip_rsa_key_validation=trusted)
 
 
 def load_cert(pem: str) -> x509.Certificate:

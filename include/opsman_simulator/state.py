@@ -274,7 +274,9 @@ class Store:
         atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode())
 
     def reset(self, now: float | None = None) -> None:
-        keep = {"revoked_before": self.data.get("revoked_before", 0.0)}
+        # The root CA is always new; the leaf and services-CA key pairs are reused (RSA key
+        # generation is the slow part of a reset).
+        keep = {k: self.data.get(k) for k in ("revoked_before", "leaf_key_pem", "services_key_pem")}
         self.data = self._initial_state(now if now is not None else time.time(), keep=keep)
         self.max_concurrent_requests = 0
         self.save()
@@ -284,7 +286,10 @@ class Store:
         ca_created = now - float(cfg.initial_ca_age_days) * 86400.0
         ca = self._new_ca_record(ca_created, origin="initial")
         ca["active"] = True
-        leaf_key = pki.new_rsa_key()
+        leaf_key = pki.load_key(keep["leaf_key_pem"]) if keep.get("leaf_key_pem") else pki.new_rsa_key()
+        services_key = (
+            pki.load_key(keep["services_key_pem"]) if keep.get("services_key_pem") else pki.new_rsa_key()
+        )
         data: dict[str, Any] = {
             "version": STATE_VERSION,
             "created_at": now,
@@ -292,9 +297,10 @@ class Store:
             "products": [],
             "leaves": [],
             "leaf_key_pem": pki.key_to_pem(leaf_key),
+            "services_key_pem": pki.key_to_pem(services_key),
             "installations": [],
             "faults": copy.deepcopy(DEFAULT_FAULTS),
-            "revoked_before": keep.get("revoked_before", 0.0),
+            "revoked_before": keep.get("revoked_before") or 0.0,
         }
         for p in PRODUCTS:
             data["products"].append(
@@ -312,7 +318,7 @@ class Store:
             issued = now - min(d["issued_days_ago"], float(cfg.initial_ca_age_days)) * 86400.0
             if d["excluded"]:
                 issued = now - d["issued_days_ago"] * 86400.0
-                key = pki.new_rsa_key()
+                key = services_key
                 subject = pki.x509.Name(
                     [
                         pki.x509.NameAttribute(pki.NameOID.COUNTRY_NAME, "US"),
@@ -596,7 +602,7 @@ class Store:
         except Exception:
             raise ApiError(422, {"errors": ["Cert pem is not a valid PEM-encoded X.509 certificate"]})
         try:
-            key = pki.load_key(key_pem)
+            key = pki.load_key(key_pem, trusted=False)
         except Exception:
             raise ApiError(422, {"errors": ["Private key pem is not a valid unencrypted PEM-encoded private key"]})
         if not pki.public_keys_match(cert, key):
