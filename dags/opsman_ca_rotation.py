@@ -1,8 +1,9 @@
 """Rotate the root CA of one Ops Manager foundation, in the documented order.
 
 The task groups follow "Regenerating and Rotating Non-Configurable TLS/SSL Certificates":
-initial Apply Changes → create a new CA → activate it (list, Apply Changes, activate) → regenerate the
-non-configurable certificates (+ Apply Changes) → delete the old CA (+ Apply Changes).
+pre-flight → initial Apply Changes → create a new CA → activate it (list, Apply Changes, activate) →
+regenerate the non-configurable certificates (+ Apply Changes) → delete the old CA (+ Apply Changes)
+→ verify.
 """
 
 from __future__ import annotations
@@ -13,18 +14,25 @@ from typing import Any
 from airflow.sdk import DAG, Param, TaskGroup, task
 from opsman.hooks import OpsManagerHook
 from opsman.operators import (
+    AFTER_INSTALLATION_KEY,
     WATERMARK_KEY,
     ActivateCertificateAuthorityOperator,
     ApplyChangesOperator,
     CheckOpsManagerOperator,
     DeleteCertificateAuthorityOperator,
     GenerateCertificateAuthorityOperator,
+    PendingChangesCheckOperator,
+    PlanRotationOperator,
     RegenerateCertificatesOperator,
     VerifyCertificateAuthoritiesOperator,
+    VerifyRotationOperator,
 )
+from opsman.planning import APPLY_DELETE, APPLY_LEAVES, APPLY_NEW_CA, INITIAL_APPLY
 from opsman.sensors import ApplyChangesSensor
 
 CONN = "{{ params.opsman_conn_id }}"
+POLL = "{{ params.poll_interval_seconds }}"
+PLAN = "{{ ti.xcom_pull(task_ids='preflight.plan_rotation') }}"
 APPLY_GROUPS = ("initial_apply_changes", "activate_new_ca", "regenerate_certificates", "delete_old_ca")
 
 DOC_MD = """
@@ -34,33 +42,42 @@ One run performs the whole documented rotation, each step a task with its own re
 
 | group | what it does |
 |---|---|
-| `preflight` | fetches a UAA token, lists the CAs and the last installations |
+| `preflight` | UAA token; CA report and certificates expiring within `expires_within`; waits for (or refuses) a running Apply Changes; plans the remaining steps from Ops Manager's state; refuses staged changes of other products |
 | `initial_apply_changes` | Apply Changes, so the rotation starts from a deployed state (Param `initial_apply_changes`) |
 | `create_new_ca` | `POST /api/v0/certificate_authorities/generate`: a new CA, **inactive** |
 | `activate_new_ca` | lists the CAs (new one inactive), Apply Changes (adds it to every trust store), activates it |
 | `regenerate_certificates` | regenerates the non-configurable leaf certificates under the new CA, Apply Changes |
 | `delete_old_ca` | deletes the old CA, Apply Changes (removes it from the trust stores) |
+| `verify` | one CA left, the new one, active; every rotated leaf chains to it, none to the old CA |
 
-Every task decides from Ops Manager's state what is left to do, so a retried task never generates a
-second CA, never deletes the active or the new CA, and never starts an Apply Changes while one runs:
-it attaches to it. Configurable certificates (rotated in the Ops Manager UI) are out of scope.
+Re-triggering after any failure finishes the rotation from Ops Manager's state: finished steps end
+**skipped** with the reason in their log. `dry_run` only reads and logs the plan. No task generates
+a second CA, deletes the active or the new CA, or starts an Apply Changes while one runs.
 """
 
 
-def apply_changes(after_task_id: str) -> Any:
+def apply_changes(step: str, after_task_id: str) -> tuple[ApplyChangesOperator, ApplyChangesSensor]:
     """Apply Changes carrying the change made by ``after_task_id``, then wait for it to succeed."""
     start = ApplyChangesOperator(
         task_id="apply_changes",
+        step=step,
+        plan=PLAN,
         opsman_conn_id=CONN,
         after_installation_id=f"{{{{ ti.xcom_pull(task_ids='{after_task_id}', key='{WATERMARK_KEY}') }}}}",
         deploy_products="{{ params.deploy_products }}",
-        wait_poll_seconds="{{ params.poll_interval_seconds }}",
+        errands="{{ params.errands }}",
+        recreate_vms="{{ params.recreate_vms }}",
+        ignore_warnings="{{ params.ignore_warnings }}",
+        force_latest_variables="{{ params.force_latest_variables }}",
+        apply_changes_mode="{{ params.apply_changes_mode }}",
+        wait_poll_seconds=POLL,
     )
     wait = ApplyChangesSensor(
         task_id="wait_for_apply_changes",
         opsman_conn_id=CONN,
         installation_id=start.output,
-        poll_interval_seconds="{{ params.poll_interval_seconds }}",
+        after_installation_id=f"{{{{ ti.xcom_pull(task_ids='{start.task_id}', key='{AFTER_INSTALLATION_KEY}') }}}}",
+        poll_interval_seconds=POLL,
     )
     start >> wait
     return start, wait
@@ -81,86 +98,150 @@ with DAG(
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=10),
+        # Steps the plan marks done end skipped; the steps after them must still run. A failure
+        # still stops everything after it (upstream_failed).
+        "trigger_rule": "none_failed",
     },
     params={
         "opsman_conn_id": Param(
-            "opsman_default",
-            type="string",
-            minLength=1,
-            title="Ops Manager connection",
-            description="Airflow connection (type opsman) of the foundation to rotate.",
+            "opsman_default", type="string", minLength=1, title="Ops Manager connection",
+            description="Airflow connection (type opsman) of the foundation to rotate.", section="Foundation",
+        ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run", section="Foundation",
+            description="Only read Ops Manager's state and log what each step would do; change nothing.",
         ),
         "poll_interval_seconds": Param(
-            30,
-            type="integer",
-            minimum=1,
-            maximum=3600,
-            title="Poll interval (seconds)",
+            30, type="integer", minimum=1, maximum=3600, title="Poll interval (seconds)", section="Foundation",
             description="How often to ask Ops Manager whether an Apply Changes has finished.",
         ),
-        "deploy_products": Param(
-            "all",
-            type=["string", "array"],
-            title="Products to deploy",
-            description=(
-                "What each Apply Changes deploys: 'all' (what the rotation docs require), 'none' "
-                "(director only), or a list of product GUIDs."
-            ),
+        "expires_within": Param(
+            "3m", type="string", pattern="^[1-9][0-9]*[dwmy]$", title="Expiry window", section="Foundation",
+            description="Report certificates expiring within this window (e.g. 3m, 6w, 90d); the new CA must outlive it.",
         ),
         "initial_apply_changes": Param(
-            True,
-            type="boolean",
-            title="Initial Apply Changes",
+            True, type="boolean", title="Initial Apply Changes", section="Procedure",
             description="Run the Apply Changes the procedure starts with, before generating the new CA.",
+        ),
+        "if_installation_running": Param(
+            "wait", type="string", enum=["wait", "fail"], title="If an Apply Changes is running", section="Procedure",
+            description="wait: let it finish, then start; fail: stop without changing anything.",
+        ),
+        "allow_pending_changes": Param(
+            False, type="boolean", title="Allow other staged changes", section="Procedure",
+            description="Deploy changes other people staged in Ops Manager along with the rotation (refused by default).",
+        ),
+        "recent_rotation_days": Param(
+            7, type="number", minimum=0, title="Recent rotation (days)", section="Procedure",
+            description=(
+                "A single active CA younger than this is the end of a rotation: the run only finishes it. "
+                "Set 0 to rotate a young CA again."
+            ),
+        ),
+        "apply_changes_mode": Param(
+            "api", type="string", enum=["api", "manual"], title="Apply Changes mode", section="Apply Changes",
+            description="api: the DAG starts each Apply Changes; manual: a person clicks Apply Changes and the DAG waits.",
+        ),
+        "deploy_products": Param(
+            "all", type=["string", "array"], title="Products to deploy", section="Apply Changes",
+            description="'all' (what the rotation docs require), 'none' (director only), or a list of product GUIDs or names.",
+        ),
+        "errands": Param(
+            {}, type="object", title="Errands", section="Apply Changes",
+            description=(
+                "Per product GUID or name, e.g. {\"p-redis\": {\"run_post_deploy\": {\"upgrade-all-service-instances\": true}}}; "
+                "the newer docs require upgrading service instances during a CA rotation."
+            ),
+        ),
+        "recreate_vms": Param(
+            False, type="boolean", title="Recreate VMs", section="Apply Changes",
+            description="Recreate every VM during each Apply Changes (the 2.10+ docs ask for it during a rotation).",
+        ),
+        "force_latest_variables": Param(
+            False, type="boolean", title="Force latest variables", section="Apply Changes",
+            description="BOSH --force-latest-variables on each Apply Changes.",
+        ),
+        "ignore_warnings": Param(
+            False, type="boolean", title="Ignore warnings", section="Apply Changes",
+            description="Bypass ignorable verifier warnings on each Apply Changes.",
         ),
     },
 ) as dag:
     with TaskGroup("preflight"):
-        check = CheckOpsManagerOperator(task_id="check_ops_manager", opsman_conn_id=CONN)
+        check = CheckOpsManagerOperator(
+            task_id="check_ops_manager",
+            opsman_conn_id=CONN,
+            expires_within="{{ params.expires_within }}",
+            if_installation_running="{{ params.if_installation_running }}",
+        )
+        wait_running = ApplyChangesSensor(
+            task_id="wait_for_running_installation",
+            opsman_conn_id=CONN,
+            installation_id="{{ ti.xcom_pull(task_ids='preflight.check_ops_manager')['running_installation_id'] }}",
+            poll_interval_seconds=POLL,
+        )
+        plan = PlanRotationOperator(
+            task_id="plan_rotation",
+            opsman_conn_id=CONN,
+            recent_rotation_days="{{ params.recent_rotation_days }}",
+            initial_apply_changes="{{ params.initial_apply_changes }}",
+            dry_run="{{ params.dry_run }}",
+        )
+        pending = PendingChangesCheckOperator(
+            task_id="check_pending_changes",
+            opsman_conn_id=CONN,
+            plan=PLAN,
+            allow_pending_changes="{{ params.allow_pending_changes }}",
+        )
+        check >> wait_running >> plan >> pending
 
     with TaskGroup("initial_apply_changes"):
-
-        @task.short_circuit(ignore_downstream_trigger_rules=False)
-        def initial_apply_changes_wanted(params: dict[str, Any] | None = None) -> bool:
-            return bool((params or {}).get("initial_apply_changes", True))
-
-        wanted = initial_apply_changes_wanted()
-        initial_apply, initial_wait = apply_changes("preflight.check_ops_manager")
-        check >> wanted >> initial_apply
+        initial_apply, initial_wait = apply_changes(INITIAL_APPLY, "preflight.check_ops_manager")
+        pending >> initial_apply
 
     with TaskGroup("create_new_ca"):
-        generate = GenerateCertificateAuthorityOperator(
-            task_id="generate_ca", opsman_conn_id=CONN, trigger_rule="none_failed"
-        )
+        generate = GenerateCertificateAuthorityOperator(task_id="generate_ca", opsman_conn_id=CONN, plan=PLAN)
         initial_wait >> generate
 
     with TaskGroup("activate_new_ca"):
-        verify = VerifyCertificateAuthoritiesOperator(
-            task_id="verify_new_ca_inactive", opsman_conn_id=CONN, new_ca_guid=generate.output
+        verify_new_ca = VerifyCertificateAuthoritiesOperator(
+            task_id="verify_new_ca_inactive", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
         )
-        apply_new_ca, wait_new_ca = apply_changes("create_new_ca.generate_ca")
+        apply_new_ca, wait_new_ca = apply_changes(APPLY_NEW_CA, "create_new_ca.generate_ca")
         activate = ActivateCertificateAuthorityOperator(
-            task_id="activate_ca", opsman_conn_id=CONN, new_ca_guid=generate.output
+            task_id="activate_ca", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
         )
-        verify >> apply_new_ca
+        verify_new_ca >> apply_new_ca
         wait_new_ca >> activate
 
     with TaskGroup("regenerate_certificates"):
         regenerate = RegenerateCertificatesOperator(
-            task_id="regenerate_leaf_certificates", opsman_conn_id=CONN, new_ca_guid=generate.output
+            task_id="regenerate_leaf_certificates", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
         )
-        apply_leaves, wait_leaves = apply_changes("regenerate_certificates.regenerate_leaf_certificates")
+        apply_leaves, wait_leaves = apply_changes(APPLY_LEAVES, "regenerate_certificates.regenerate_leaf_certificates")
         activate >> regenerate >> apply_leaves
 
     with TaskGroup("delete_old_ca"):
         delete = DeleteCertificateAuthorityOperator(
-            task_id="delete_ca", opsman_conn_id=CONN, old_ca_guid=verify.output, new_ca_guid=generate.output
+            task_id="delete_ca", opsman_conn_id=CONN, plan=PLAN, old_ca_guid=verify_new_ca.output, new_ca_guid=generate.output
         )
-        apply_delete, wait_delete = apply_changes("delete_old_ca.delete_ca")
+        apply_delete, wait_delete = apply_changes(APPLY_DELETE, "delete_old_ca.delete_ca")
         wait_leaves >> delete >> apply_delete
 
+    with TaskGroup("verify"):
+        verify_rotation = VerifyRotationOperator(
+            task_id="verify_rotation",
+            opsman_conn_id=CONN,
+            new_ca_guid=generate.output,
+            old_ca_key_id="{{ ti.xcom_pull(task_ids='preflight.plan_rotation')['old_ca_key_id'] }}",
+            expires_within="{{ params.expires_within }}",
+            dry_run="{{ params.dry_run }}",
+        )
+        wait_delete >> verify_rotation
+
     @task
-    def summary(old_ca_guid: str, new_ca_guid: str, params: dict[str, Any] | None = None, ti: Any = None) -> dict[str, Any]:
+    def summary(old_ca_guid: str | None, new_ca_guid: str | None, params: dict[str, Any] | None = None,
+                ti: Any = None) -> dict[str, Any]:
         """What the rotation did: the two CAs, and each Apply Changes it waited for with its duration."""
         waits = [f"{group}.wait_for_apply_changes" for group in APPLY_GROUPS]
         ids = dict(zip(APPLY_GROUPS, ti.xcom_pull(task_ids=waits)))
@@ -173,14 +254,11 @@ with DAG(
                 group: installations[i].summary() if i in installations else None for group, i in ids.items()
             },
         }
-        lines = [f"Rotated the root CA: {old_ca_guid} (deleted) -> {new_ca_guid} (active)"]
+        lines = [f"Root CA: {old_ca_guid or '(already deleted)'} -> {new_ca_guid} (active)"]
         for group, info in report["installations"].items():
-            lines.append(
-                f"  {group:<24} " + (f"installation {info['id']}: {info['status']}, {info['duration_seconds']} s" if info else "skipped")
-            )
+            done = f"installation {info['id']}: {info['status']}, {info['duration_seconds']} s" if info else "not needed"
+            lines.append(f"  {group:<24} {done}")
         print("\n".join(lines))  # task stdout goes to the task log
         return report
 
-    # Only tasks that must succeed feed the summary: a skipped initial Apply Changes must not skip it
-    # (a skipped last task would mark a failed rotation as successful).
-    wait_delete >> summary(verify.output, generate.output)
+    verify_rotation >> summary(verify_new_ca.output, generate.output)

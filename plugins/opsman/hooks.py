@@ -354,6 +354,8 @@ class _Endpoints:
     STAGED_PRODUCTS = "/api/v0/staged/products"
     DEPLOYED_PRODUCTS = "/api/v0/deployed/products"
     DEPLOYED_CERTIFICATES = "/api/v0/deployed/certificates"
+    DEPLOYED_CREDENTIAL = "/api/v0/deployed/products/{guid}/credentials/{reference}"
+    DIRECTOR_PROPERTIES = "/api/v0/staged/director/properties"
     INFO = "/api/v0/info"
 
 
@@ -656,6 +658,27 @@ class OpsManagerHook(HttpHook):
         _, body = self._call(call, "GET", _Endpoints.DEPLOYED_CERTIFICATES, params=params, idempotent=True)
         return [DeployedCertificate.from_api(c, call) for c in _list_field(body, "certificates", call)]
 
+    def get_deployed_certificate_pem(self, product_guid: str, property_reference: str) -> str:
+        """``GET /api/v0/deployed/products/{guid}/credentials/{reference}``: a deployed certificate's PEM."""
+        call = f"get deployed credential {property_reference} of {product_guid}"
+        if not property_reference.startswith(".") or "/" in property_reference:
+            raise OpsManagerConfigError(f"{property_reference!r} is not a property reference like .properties.x")
+        path = _Endpoints.DEPLOYED_CREDENTIAL.format(guid=_check_guid(product_guid, "product guid"), reference=property_reference)
+        _, body = self._call(call, "GET", path, idempotent=True)
+        try:
+            return str(body["credential"]["value"]["cert_pem"])
+        except (KeyError, TypeError):
+            raise OpsManagerResponseError(f"{call}: the response has no credential.value.cert_pem") from None
+
+    def set_recreate_vms_on_next_deploy(self) -> None:
+        """``PUT /api/v0/staged/director/properties``: recreate every VM at the next Apply Changes (as om)."""
+        call = "set recreate VMs on next deploy"
+        body = {
+            "director_configuration": {"bosh_recreate_on_next_deploy": True, "bosh_director_recreate_on_next_deploy": True}
+        }
+        # Setting the same flags twice has the same effect, so this write may be retried.
+        self._call(call, "PUT", _Endpoints.DIRECTOR_PROPERTIES, json_body=body, idempotent=True)
+
     def test_connection(self) -> tuple[bool, str]:
         """Used by the connection form's Test button: a token and one read."""
         try:
@@ -758,6 +781,12 @@ class OpsManagerAsyncHook(HttpAsyncHook):
         body = _decode(call, "GET", path, status, content_type, text)
         _raise_for_status(call, "GET", path, status, body, (200,))
         return body
+
+    async def list_installations(self) -> list[Installation]:
+        """``GET /api/v0/installations``, newest first."""
+        call = "list installations"
+        body = await self._get(call, _Endpoints.INSTALLATIONS)
+        return [Installation.from_api(i, call) for i in _list_field(body, "installations", call)]
 
     async def get_installation_status(self, installation_id: int) -> InstallationStatus:
         """``GET /api/v0/installations/{id}``."""

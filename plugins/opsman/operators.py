@@ -1,23 +1,28 @@
-"""One thin operator per Ops Manager CA call, plus Apply Changes.
+"""Thin operators: one per Ops Manager CA call, Apply Changes, and the pre-flight and verification checks.
 
 Every operator is safe to retry and to re-run: it first reads Ops Manager's state and does only what
 is left. Writes are never re-sent blindly: when a write's outcome is unknown (connection dropped,
 timeout, 502/503/504) the operator re-reads the state and either adopts the effect or fails the try,
 and the next try decides again from state.
 
-Each state-changing operator pushes the XCom ``installation_watermark``: the id of the newest
-installation once its change was made. The Apply Changes that follows counts only installations with
-a larger id as carrying that change.
+The rotation steps take the plan of :mod:`opsman.planning` (an XCom): a step the plan marks done,
+or any step in a dry run, ends *skipped* with the reason in the log, after pushing the XComs later
+steps need. Each state-changing step also pushes ``installation_watermark``: the id of the newest
+installation once its change was made; the Apply Changes that follows counts only newer
+installations as carrying the change.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from cryptography import x509
 
 from opsman.exceptions import (
     OpsManagerApiError,
@@ -27,7 +32,7 @@ from opsman.exceptions import (
     OpsManagerTransientError,
     RotationStateError,
 )
-from opsman.hooks import DEFAULT_CONN_ID, OpsManagerHook
+from opsman.hooks import DEFAULT_CONN_ID, EXPIRES_WITHIN_PATTERN, OpsManagerHook
 from opsman.models import (
     ApplyChangesOptions,
     CaCallResult,
@@ -35,18 +40,36 @@ from opsman.models import (
     CertificateChanges,
     Installation,
     InstallationStatus,
+    isoformat,
+)
+from opsman.planning import (
+    ACTIVATE,
+    DELETE,
+    GENERATE,
+    NOT_STARTED,
+    REGENERATE,
+    VERIFY,
+    RotationPlan,
+    plan_rotation,
 )
 
 WATERMARK_KEY = "installation_watermark"
+AFTER_INSTALLATION_KEY = "after_installation_id"
+APPLY_MODES = ("api", "manual")
+DIRECTOR_PRODUCT_TYPE = "p-bosh"
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    table = [tuple(str(c) for c in header), *(tuple("" if c is None else str(c) for c in r) for r in rows)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
 
 
 def format_ca_table(cas: Sequence[CertificateAuthority]) -> str:
-    rows = [("GUID", "ACTIVE", "ISSUER", "CREATED", "EXPIRES")]
-    for ca in cas:
-        s = ca.summary()
-        rows.append((ca.guid, "yes" if ca.active else "no", ca.issuer, s["created_at"] or "?", s["expires_at"] or "?"))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return format_table(
+        ("GUID", "ACTIVE", "ISSUER", "CREATED", "EXPIRES"),
+        [(ca.guid, "yes" if ca.active else "no", ca.issuer, isoformat(ca.created_at), isoformat(ca.expires_at)) for ca in cas],
+    )
 
 
 def optional_int(value: Any, name: str) -> int | None:
@@ -59,8 +82,43 @@ def optional_int(value: Any, name: str) -> int | None:
         raise OpsManagerConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
+def as_flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise OpsManagerConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def window_days(expires_within: str) -> int:
+    """Days in an ``expires_within`` value such as ``3m`` (a month counted as 31 days, a year as 366)."""
+    if not isinstance(expires_within, str) or not EXPIRES_WITHIN_PATTERN.match(expires_within):
+        raise OpsManagerConfigError(f"expiry window {expires_within!r} must be a number and d, w, m or y, e.g. 3m")
+    return int(expires_within[:-1]) * {"d": 1, "w": 7, "m": 31, "y": 366}[expires_within[-1]]
+
+
+def split_active(cas: Sequence[CertificateAuthority]) -> tuple[CertificateAuthority, list[CertificateAuthority]]:
+    active = [ca for ca in cas if ca.active]
+    if len(active) != 1:
+        raise RotationStateError(
+            f"Ops Manager lists {len(active)} active certificate authorities; exactly one is expected. "
+            "Check the Certificate Authorities in Ops Manager before rotating."
+        )
+    return active[0], [ca for ca in cas if not ca.active]
+
+
+def is_newer(candidate: CertificateAuthority, than: CertificateAuthority) -> bool:
+    a, b = candidate.created_at, than.created_at
+    if a is None or b is None:
+        raise RotationStateError(
+            f"cannot tell whether CA {candidate.guid} is newer than CA {than.guid}: neither their certificates "
+            "nor created_on give a creation time"
+        )
+    return a > b
+
+
 class OpsManagerBaseOperator(BaseOperator):
-    """Shared plumbing: the connection id, the hook, and the watermark XCom."""
+    """Shared plumbing: the connection id, the hook, the CA listing and the watermark XCom."""
 
     template_fields: Sequence[str] = ("opsman_conn_id",)
     ui_color = "#e6f1f8"
@@ -105,33 +163,191 @@ class OpsManagerBaseOperator(BaseOperator):
             )
 
 
-def split_active(cas: Sequence[CertificateAuthority]) -> tuple[CertificateAuthority, list[CertificateAuthority]]:
-    active = [ca for ca in cas if ca.active]
-    if len(active) != 1:
-        raise RotationStateError(
-            f"Ops Manager lists {len(active)} active certificate authorities; exactly one is expected. "
-            "Check the Certificate Authorities in Ops Manager before rotating."
+class RotationStepOperator(OpsManagerBaseOperator):
+    """A step of the rotation procedure: skipped when the plan says it is done, or in a dry run.
+
+    :param plan: the plan from :class:`PlanRotationOperator` (templated; usually its XCom). Without a
+        plan the step always runs (it still decides from Ops Manager's state).
+    """
+
+    step: ClassVar[str] = ""
+    template_fields: Sequence[str] = (*OpsManagerBaseOperator.template_fields, "plan")
+
+    def __init__(self, *, plan: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan = plan
+
+    @property
+    def rotation_plan(self) -> RotationPlan | None:
+        if self.plan is None:
+            return None
+        if isinstance(self.plan, RotationPlan):
+            return self.plan
+        if not isinstance(self.plan, dict):
+            raise OpsManagerConfigError(f"plan must be the plan task's XCom (a mapping), got {self.plan!r}")
+        return RotationPlan.from_json(self.plan)
+
+    def carry_over(self, context: Context, plan: RotationPlan) -> Any:
+        """XComs a skipped step still provides to later steps; the return value becomes its own XCom."""
+        return None
+
+    def intent(self) -> str:
+        """What the step would do, for the dry-run log."""
+        return f"run {self.step}"
+
+    def execute(self, context: Context) -> Any:
+        plan = self.rotation_plan
+        if plan is not None and (plan.dry_run or plan.is_done(self.step)):
+            value = self.carry_over(context, plan)
+            if value is not None:
+                context["ti"].xcom_push(key="return_value", value=value)
+            reason = f"already done: {plan.done[self.step]}" if plan.is_done(self.step) else f"dry run: would {self.intent()}"
+            self.log.info("Skipping %s (%s)", self.step, reason)
+            raise AirflowSkipException(reason)
+        return self.run_step(context)
+
+    def run_step(self, context: Context) -> Any:
+        raise NotImplementedError
+
+
+class CheckOpsManagerOperator(OpsManagerBaseOperator):
+    """Pre-flight: the credentials work; report the CAs and the certificates expiring within a window;
+    apply the running-installation policy; record the watermark.
+
+    :param expires_within: window for the expiring-certificates report, e.g. ``3m`` (templated).
+    :param if_installation_running: ``wait`` (a later sensor waits for it) or ``fail`` (templated).
+    """
+
+    template_fields: Sequence[str] = (*OpsManagerBaseOperator.template_fields, "expires_within", "if_installation_running")
+
+    def __init__(self, *, expires_within: str = "3m", if_installation_running: str = "wait", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.expires_within = expires_within
+        self.if_installation_running = if_installation_running
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.if_installation_running not in ("wait", "fail"):
+            raise OpsManagerConfigError(f"if_installation_running must be wait or fail, got {self.if_installation_running!r}")
+        window_days(self.expires_within)
+        cas = self.authorities()
+        expiring = self.hook.list_deployed_certificates(expires_within=self.expires_within)
+        now = dt.datetime.now(dt.timezone.utc)
+        soon = [ca for ca in cas if ca.expires_at and ca.expires_at <= now + dt.timedelta(days=window_days(self.expires_within))]
+        self.log.info(
+            "Certificates expiring within %s: %d deployed, %d CA(s)%s",
+            self.expires_within, len(expiring), len(soon),
+            ("\n" + format_table(("CERTIFICATE", "LOCATION", "VALID UNTIL", "PROCEDURE"),
+                                 [(c.name, c.location, isoformat(c.valid_until), c.rotation_procedure_name) for c in expiring]))
+            if expiring else "",
         )
-    return active[0], [ca for ca in cas if not ca.active]
+        installations = self.hook.list_installations()
+        running = installations[0] if installations and installations[0].status is InstallationStatus.RUNNING else None
+        if running is not None:
+            if self.if_installation_running == "fail":
+                raise AirflowFailException(
+                    f"installation {running.id} (started {isoformat(running.started_at)}) is running on Ops Manager; "
+                    "this run was told not to wait (if_installation_running=fail). Trigger again when it has finished."
+                )
+            self.log.info("Installation %d is running; the next task waits for it before the rotation starts", running.id)
+        watermark = self.push_watermark(context, installations)
+        return {
+            "certificate_authorities": [ca.summary() for ca in cas],
+            "expiring_certificates": [c.name for c in expiring],
+            "installation_watermark": watermark,
+            "running_installation_id": running.id if running else None,
+        }
 
 
-def is_newer(candidate: CertificateAuthority, than: CertificateAuthority) -> bool:
-    a, b = candidate.created_at, than.created_at
-    if a is None or b is None:
-        raise RotationStateError(
-            f"cannot tell whether CA {candidate.guid} is newer than CA {than.guid}: neither their certificates "
-            "nor created_on give a creation time"
+class PlanRotationOperator(OpsManagerBaseOperator):
+    """Read the CAs and installations and decide which steps remain (see :mod:`opsman.planning`).
+
+    :param recent_rotation_days: a single active CA younger than this is the end of a rotation,
+        which this run only finishes (templated).
+    :param initial_apply_changes: run the procedure's first Apply Changes (templated).
+    :param dry_run: plan and log only; every step is skipped (templated).
+    """
+
+    template_fields: Sequence[str] = (
+        *OpsManagerBaseOperator.template_fields, "recent_rotation_days", "initial_apply_changes", "dry_run",
+    )
+
+    def __init__(self, *, recent_rotation_days: Any = 7, initial_apply_changes: Any = True, dry_run: Any = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.recent_rotation_days = recent_rotation_days
+        self.initial_apply_changes = initial_apply_changes
+        self.dry_run = dry_run
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            recent_days = float(self.recent_rotation_days)
+        except (TypeError, ValueError):
+            raise OpsManagerConfigError(f"recent_rotation_days must be a number, got {self.recent_rotation_days!r}") from None
+        plan = plan_rotation(
+            self.authorities(),
+            self.hook.list_installations(),
+            now=dt.datetime.now(dt.timezone.utc),
+            recent_rotation_days=recent_days,
+            initial_apply_changes=as_flag(self.initial_apply_changes, "initial_apply_changes"),
         )
-    return a > b
+        plan.dry_run = as_flag(self.dry_run, "dry_run")
+        self.log.info("%s%s", "DRY RUN, nothing will change. " if plan.dry_run else "", plan.describe())
+        return plan.to_json()
 
 
-class GenerateCertificateAuthorityOperator(OpsManagerBaseOperator):
+class PendingChangesCheckOperator(OpsManagerBaseOperator):
+    """Refuse to start when products have staged changes an Apply Changes would deploy.
+
+    Before the rotation starts, any staged change is someone else's. Once it has started, the
+    BOSH Director's changes are taken as the rotation's own; other products' are still refused.
+    Ops Manager does not say who staged a change, so ``allow_pending_changes`` is the escape hatch.
+
+    :param plan: the rotation plan (templated).
+    :param allow_pending_changes: deploy other staged changes too (templated).
+    """
+
+    template_fields: Sequence[str] = (*OpsManagerBaseOperator.template_fields, "plan", "allow_pending_changes")
+
+    def __init__(self, *, plan: Any = None, allow_pending_changes: Any = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.allow_pending_changes = allow_pending_changes
+
+    def execute(self, context: Context) -> list[dict[str, str]]:
+        changes = [c for c in self.hook.list_pending_changes() if c.is_change]
+        if not changes:
+            self.log.info("No staged changes besides the rotation's")
+            return []
+        types = {p.guid: p.type for p in self.hook.list_staged_products()}
+        started = bool(self.plan) and self.plan.get("stage") != NOT_STARTED
+        foreign = [c for c in changes if not (started and types.get(c.guid) == DIRECTOR_PRODUCT_TYPE)]
+        listing = ", ".join(f"{c.guid} ({types.get(c.guid, '?')}: {c.action})" for c in changes)
+        if foreign and not as_flag(self.allow_pending_changes, "allow_pending_changes"):
+            raise AirflowFailException(
+                f"Ops Manager has staged changes that an Apply Changes of this rotation would deploy: {listing}. "
+                "Apply or revert them in Ops Manager first, or trigger with allow_pending_changes=true to deploy them too."
+            )
+        self.log.warning("Staged changes that this rotation's Apply Changes will deploy: %s", listing)
+        return [{"guid": c.guid, "action": c.action} for c in changes]
+
+
+class GenerateCertificateAuthorityOperator(RotationStepOperator):
     """Generate a new root CA (inactive) and return its GUID.
 
     Idempotent: when an inactive CA newer than the active one already exists (an earlier try made it),
     it adopts that CA instead of generating a second one. Any other extra CA is ambiguous: it fails
     and lists what it found.
     """
+
+    step = GENERATE
+
+    def intent(self) -> str:
+        return "generate a new root CA (inactive)"
+
+    def carry_over(self, context: Context, plan: RotationPlan) -> Any:
+        if GENERATE in plan.watermarks:
+            context["ti"].xcom_push(key=WATERMARK_KEY, value=plan.watermarks[GENERATE])
+        return plan.new_ca_guid
 
     def _existing_new_ca(self, cas: Sequence[CertificateAuthority]) -> CertificateAuthority | None:
         active, inactive = split_active(cas)
@@ -147,7 +363,7 @@ class GenerateCertificateAuthorityOperator(OpsManagerBaseOperator):
             "(delete stray inactive CAs) and trigger again."
         )
 
-    def execute(self, context: Context) -> str:
+    def run_step(self, context: Context) -> str:
         existing = self._existing_new_ca(self.authorities())
         if existing is not None:
             self.log.info("Adopting CA %s, generated earlier and still inactive; not generating another", existing.guid)
@@ -172,29 +388,35 @@ class GenerateCertificateAuthorityOperator(OpsManagerBaseOperator):
         return new_ca.guid
 
 
-class VerifyCertificateAuthoritiesOperator(OpsManagerBaseOperator):
+class VerifyCertificateAuthoritiesOperator(RotationStepOperator):
     """List the CAs, confirm the new CA is present and inactive, and return the old (active) CA's GUID.
 
     :param new_ca_guid: GUID of the CA generated by the previous step (templated).
     """
 
-    template_fields: Sequence[str] = (*OpsManagerBaseOperator.template_fields, "new_ca_guid")
+    step = VERIFY
+    template_fields: Sequence[str] = (*RotationStepOperator.template_fields, "new_ca_guid")
 
     def __init__(self, *, new_ca_guid: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.new_ca_guid = new_ca_guid
 
-    def execute(self, context: Context) -> str:
+    def intent(self) -> str:
+        return f"confirm that the new CA {self.new_ca_guid or '(not generated yet)'} is listed and inactive"
+
+    def carry_over(self, context: Context, plan: RotationPlan) -> Any:
+        return plan.old_ca_guid
+
+    def run_step(self, context: Context) -> str:
         cas = self.authorities()
-        by_guid = {ca.guid: ca for ca in cas}
-        new_ca = by_guid.get(self.new_ca_guid)
+        new_ca = {ca.guid: ca for ca in cas}.get(self.new_ca_guid)
         if new_ca is None:
             raise RotationStateError(
                 f"the new CA {self.new_ca_guid} is not on Ops Manager; someone deleted it. Trigger a new run."
             )
         others = [ca for ca in cas if ca.guid != new_ca.guid]
         if new_ca.active:
-            # Reached again after activation (a re-run): the old CA is then the one other CA.
+            # Reached again after activation (a retry): the old CA is then the one other CA.
             if len(others) != 1:
                 raise RotationStateError(f"new CA {new_ca.guid} is active and {len(others)} other CAs exist")
             old_ca = others[0]
@@ -205,17 +427,21 @@ class VerifyCertificateAuthoritiesOperator(OpsManagerBaseOperator):
         return old_ca.guid
 
 
-class ActivateCertificateAuthorityOperator(OpsManagerBaseOperator):
+class ActivateCertificateAuthorityOperator(RotationStepOperator):
     """Activate the new CA (deactivating the old one). A no-op when it is already active.
 
     :param new_ca_guid: GUID of the CA to activate (templated).
     """
 
-    template_fields: Sequence[str] = (*OpsManagerBaseOperator.template_fields, "new_ca_guid")
+    step = ACTIVATE
+    template_fields: Sequence[str] = (*RotationStepOperator.template_fields, "new_ca_guid")
 
     def __init__(self, *, new_ca_guid: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.new_ca_guid = new_ca_guid
+
+    def intent(self) -> str:
+        return f"activate the new CA {self.new_ca_guid or '(not generated yet)'}"
 
     def _state(self) -> CertificateAuthority:
         ca = {c.guid: c for c in self.authorities()}.get(self.new_ca_guid)
@@ -223,7 +449,7 @@ class ActivateCertificateAuthorityOperator(OpsManagerBaseOperator):
             raise RotationStateError(f"CA {self.new_ca_guid} is not on Ops Manager; nothing to activate")
         return ca
 
-    def execute(self, context: Context) -> str:
+    def run_step(self, context: Context) -> str:
         if self._state().active:
             self.log.info("CA %s is already active; nothing to do", self.new_ca_guid)
         else:
@@ -241,7 +467,7 @@ class ActivateCertificateAuthorityOperator(OpsManagerBaseOperator):
         return self.new_ca_guid
 
 
-class RegenerateCertificatesOperator(OpsManagerBaseOperator):
+class RegenerateCertificatesOperator(RotationStepOperator):
     """Regenerate the non-configurable leaf certificates under the active CA.
 
     Ops Manager shows nothing that says whether regenerate was called, so a retry calls it again. That
@@ -250,13 +476,17 @@ class RegenerateCertificatesOperator(OpsManagerBaseOperator):
     :param new_ca_guid: GUID of the CA that must be active before regenerating (templated).
     """
 
-    template_fields: Sequence[str] = (*OpsManagerBaseOperator.template_fields, "new_ca_guid")
+    step = REGENERATE
+    template_fields: Sequence[str] = (*RotationStepOperator.template_fields, "new_ca_guid")
 
     def __init__(self, *, new_ca_guid: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.new_ca_guid = new_ca_guid
 
-    def execute(self, context: Context) -> dict[str, int] | None:
+    def intent(self) -> str:
+        return "regenerate the non-configurable leaf certificates under the new CA"
+
+    def run_step(self, context: Context) -> dict[str, int] | None:
         active, _ = split_active(self.authorities())
         if active.guid != self.new_ca_guid:
             raise RotationStateError(
@@ -274,19 +504,28 @@ class RegenerateCertificatesOperator(OpsManagerBaseOperator):
         return result.changes.counts() if result.changes else None
 
 
-class DeleteCertificateAuthorityOperator(OpsManagerBaseOperator):
+class DeleteCertificateAuthorityOperator(RotationStepOperator):
     """Delete the old CA. Refuses the active CA and the new CA; a no-op when the old CA is gone.
 
     :param old_ca_guid: GUID of the CA to delete (templated).
     :param new_ca_guid: GUID of the CA that must stay, and be active (templated).
     """
 
-    template_fields: Sequence[str] = (*OpsManagerBaseOperator.template_fields, "old_ca_guid", "new_ca_guid")
+    step = DELETE
+    template_fields: Sequence[str] = (*RotationStepOperator.template_fields, "old_ca_guid", "new_ca_guid")
 
     def __init__(self, *, old_ca_guid: str, new_ca_guid: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.old_ca_guid = old_ca_guid
         self.new_ca_guid = new_ca_guid
+
+    def intent(self) -> str:
+        return f"delete the old CA {self.old_ca_guid}"
+
+    def carry_over(self, context: Context, plan: RotationPlan) -> Any:
+        if DELETE in plan.watermarks:
+            context["ti"].xcom_push(key=WATERMARK_KEY, value=plan.watermarks[DELETE])
+        return plan.old_ca_guid
 
     def _old_ca_present(self) -> bool:
         cas = {ca.guid: ca for ca in self.authorities()}
@@ -303,7 +542,7 @@ class DeleteCertificateAuthorityOperator(OpsManagerBaseOperator):
             raise RotationStateError(f"refusing to delete CA {self.old_ca_guid}: it is the active CA")
         return old_ca is not None
 
-    def execute(self, context: Context) -> str:
+    def run_step(self, context: Context) -> str:
         if not self._old_ca_present():
             self.log.info("CA %s is already gone; nothing to delete", self.old_ca_guid)
         else:
@@ -323,7 +562,7 @@ class DeleteCertificateAuthorityOperator(OpsManagerBaseOperator):
         return self.old_ca_guid
 
 
-class ApplyChangesOperator(OpsManagerBaseOperator):
+class ApplyChangesOperator(RotationStepOperator):
     """Start an Apply Changes that carries the previous step's change, or attach to one that does.
 
     Decides from the installations list, using the previous step's watermark (the newest
@@ -334,43 +573,67 @@ class ApplyChangesOperator(OpsManagerBaseOperator):
     - a succeeded installation newer than the watermark: the change is deployed, nothing to start;
     - otherwise (none, or the newest one failed): start one.
 
-    Returns the installation id; :class:`~opsman.sensors.ApplyChangesSensor` waits for it.
+    In ``manual`` mode it starts nothing: the sensor waits for a person to click Apply Changes.
+    Returns the installation id (``None`` in manual mode); :class:`~opsman.sensors.ApplyChangesSensor` waits for it.
 
+    :param step: the plan step this Apply Changes is (e.g. ``apply_new_ca``).
     :param after_installation_id: the previous step's watermark (templated); None for "no baseline".
-    :param deploy_products: ``"all"``, ``"none"`` or a list of product GUIDs (templated).
-    :param errands: ``{product_guid: {"run_post_deploy": {errand: true|false|"default"}}}`` (templated).
-    :param ignore_warnings: bypass ignorable verifier warnings.
-    :param force_latest_variables: BOSH ``--force-latest-variables``.
-    :param wait_poll_seconds: poll interval while waiting for someone else's installation to end.
+    :param deploy_products: ``"all"``, ``"none"`` or a list of product GUIDs or names (templated).
+    :param errands: ``{product guid or name: {"run_post_deploy": {errand: true|false|"default"}}}`` (templated).
+    :param recreate_vms: recreate every VM during this Apply Changes (templated).
+    :param ignore_warnings: bypass ignorable verifier warnings (templated).
+    :param force_latest_variables: BOSH ``--force-latest-variables`` (templated).
+    :param apply_changes_mode: ``api`` (start it) or ``manual`` (a person clicks Apply Changes) (templated).
+    :param wait_poll_seconds: poll interval while waiting for someone else's installation to end (templated).
     """
 
     template_fields: Sequence[str] = (
-        *OpsManagerBaseOperator.template_fields,
+        *RotationStepOperator.template_fields,
         "after_installation_id",
         "deploy_products",
         "errands",
+        "recreate_vms",
         "ignore_warnings",
         "force_latest_variables",
+        "apply_changes_mode",
+        "wait_poll_seconds",
     )
 
     def __init__(
         self,
         *,
+        step: str = "apply_changes",
         after_installation_id: Any = None,
         deploy_products: Any = "all",
         errands: Any = None,
+        recreate_vms: Any = False,
         ignore_warnings: Any = False,
         force_latest_variables: Any = False,
-        wait_poll_seconds: float = 30.0,
+        apply_changes_mode: Any = "api",
+        wait_poll_seconds: Any = 30.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.step = step
         self.after_installation_id = after_installation_id
         self.deploy_products = deploy_products
         self.errands = errands
+        self.recreate_vms = recreate_vms
         self.ignore_warnings = ignore_warnings
         self.force_latest_variables = force_latest_variables
+        self.apply_changes_mode = apply_changes_mode
         self.wait_poll_seconds = wait_poll_seconds
+
+    def intent(self) -> str:
+        return f"start an Apply Changes (deploy_products={self.deploy_products!r}, errands={self.errands or {}!r})"
+
+    def _product_guids(self) -> dict[str, str]:
+        """Product name (type) or GUID → GUID; deployed GUIDs win over staged ones, as in om."""
+        known: dict[str, str] = {}
+        for product in [*self.hook.list_staged_products(), *self.hook.list_deployed_products()]:
+            known[product.type] = product.guid
+            known[product.guid] = product.guid
+        return known
 
     def options(self) -> ApplyChangesOptions:
         products = self.deploy_products
@@ -379,17 +642,28 @@ class ApplyChangesOperator(OpsManagerBaseOperator):
         if not isinstance(products, str):
             if not isinstance(products, (list, tuple)) or not products or not all(isinstance(p, str) for p in products):
                 raise OpsManagerConfigError(
-                    f"deploy_products must be 'all', 'none' or a non-empty list of product GUIDs, got {products!r}"
+                    f"deploy_products must be 'all', 'none' or a non-empty list of product GUIDs or names, got {products!r}"
                 )
-            products = tuple(products)
         errands = self.errands or {}
-        if not isinstance(errands, dict):
-            raise OpsManagerConfigError(f"errands must be a mapping of product GUID to errand settings, got {errands!r}")
+        if not isinstance(errands, dict) or not all(isinstance(v, dict) for v in errands.values()):
+            raise OpsManagerConfigError(
+                f"errands must map a product GUID or name to {{'run_post_deploy': {{errand: true|false|'default'}}}}, got {errands!r}"
+            )
+        if not isinstance(products, str) or errands:
+            known = self._product_guids()
+            unknown = [p for p in ([] if isinstance(products, str) else products) + list(errands) if p not in known]
+            if unknown:
+                raise OpsManagerConfigError(
+                    f"unknown product(s) {', '.join(unknown)}: Ops Manager has {', '.join(sorted(set(known)))}"
+                )
+            if not isinstance(products, str):
+                products = tuple(known[p] for p in products)
+            errands = {known[p]: v for p, v in errands.items()}
         return ApplyChangesOptions(
             deploy_products=products,
             errands=errands,
-            ignore_warnings=str(self.ignore_warnings).lower() == "true",
-            force_latest_variables=str(self.force_latest_variables).lower() == "true",
+            ignore_warnings=as_flag(self.ignore_warnings, "ignore_warnings"),
+            force_latest_variables=as_flag(self.force_latest_variables, "force_latest_variables"),
         )
 
     def _decide(self, after: int | None) -> Installation | None:
@@ -408,55 +682,135 @@ class ApplyChangesOperator(OpsManagerBaseOperator):
                     "Installation %d started before this step's change and is still running; waiting for it to "
                     "end before starting a new Apply Changes (Ops Manager runs one at a time)", newest.id
                 )
-                time.sleep(self.wait_poll_seconds)
+                time.sleep(float(self.wait_poll_seconds))
                 continue
             if is_ours and newest.status.is_successful:
                 self.log.info("Installation %d succeeded after this step's change; nothing to start", newest.id)
                 return newest
             return None
 
-    def execute(self, context: Context) -> int:
-        options = self.options()
+    def run_step(self, context: Context) -> int | None:
+        if self.apply_changes_mode not in APPLY_MODES:
+            raise OpsManagerConfigError(f"apply_changes_mode must be api or manual, got {self.apply_changes_mode!r}")
         after = optional_int(self.after_installation_id, "after_installation_id")
+        if self.apply_changes_mode == "manual":
+            context["ti"].xcom_push(key=AFTER_INSTALLATION_KEY, value=after or 0)
+            self.log.info(
+                "Manual mode: click Apply Changes in Ops Manager now. The next task waits for an installation "
+                "newer than %s to start and succeed.", after or 0,
+            )
+            return None
+        options = self.options()
         found = self._decide(after)
         if found is not None:
             return found.id
+        if as_flag(self.recreate_vms, "recreate_vms"):
+            self.hook.set_recreate_vms_on_next_deploy()
+            self.log.info("Set the director to recreate all VMs during this Apply Changes")
         before = self.hook.list_installations()
         newest_before = before[0].id if before else 0
         self.log.info("Starting Apply Changes: %s", options.request_body())
         try:
             installation_id = self.hook.apply_changes(options)
-        except (OpsManagerTransientError, OpsManagerApiError) as err:
-            if isinstance(err, OpsManagerApiError) and not isinstance(err, OpsManagerTransientError) and err.status != 409:
+        except OpsManagerApiError as err:
+            if not isinstance(err, OpsManagerTransientError) and err.status != 409:
                 raise
-            # Outcome unknown, or someone else started one meanwhile: look before doing anything else.
+            # Outcome unknown, or someone started one meanwhile: look before doing anything else.
             self.log.warning("Starting Apply Changes did not answer cleanly (%s); reading installations", err)
             after_post = self.hook.list_installations()
-            if after_post and after_post[0].id > newest_before:
-                installation_id = after_post[0].id
-                self.log.info("Installation %d was started; attaching to it", installation_id)
-            else:
+            if not (after_post and after_post[0].id > newest_before):
                 raise
+            installation_id = after_post[0].id
+            self.log.info("Installation %d was started; attaching to it", installation_id)
         else:
             self.log.info("Started Apply Changes: installation %d", installation_id)
         return installation_id
 
 
-class CheckOpsManagerOperator(OpsManagerBaseOperator):
-    """Pre-flight: the credentials work, list the CAs and the last installations, record the watermark.
+def _key_identifier(pem: str, extension: type) -> str | None:
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        value = cert.extensions.get_extension_for_class(extension).value
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    return (value.key_identifier if extension is x509.AuthorityKeyIdentifier else value.digest).hex()
 
-    Returns a JSON summary of the CAs and installations seen (no PEM, no secrets).
+
+class VerifyRotationOperator(OpsManagerBaseOperator):
+    """Prove the rotation: one CA left, the new one, active and not expiring soon; every rotated leaf
+    chains to it and none to the old CA.
+
+    Leaves whose PEM the Ops Manager API serves (``location: ops_manager``) are checked by key
+    identifiers: the leaf's authority key identifier against the CAs' subject key identifiers.
+    CredHub leaves have no PEM in the Ops Manager API; they are checked by issue time (issued after
+    the new CA was made). Certificates with their own procedure (CAs such as the Services TLS CA,
+    configurable ones) are listed as excluded.
+
+    :param new_ca_guid: the CA the rotation moved to (templated).
+    :param old_ca_key_id: the old CA's subject key identifier, hex (templated).
+    :param expires_within: the new CA must not expire within this window (templated).
     """
 
+    template_fields: Sequence[str] = (
+        *OpsManagerBaseOperator.template_fields, "new_ca_guid", "old_ca_key_id", "expires_within", "dry_run",
+    )
+
+    def __init__(self, *, new_ca_guid: Any, old_ca_key_id: Any = None, expires_within: str = "3m", dry_run: Any = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.new_ca_guid = new_ca_guid
+        self.old_ca_key_id = old_ca_key_id
+        self.expires_within = expires_within
+        self.dry_run = dry_run
+
     def execute(self, context: Context) -> dict[str, Any]:
+        if as_flag(self.dry_run, "dry_run"):
+            raise AirflowSkipException("dry run: nothing was rotated, nothing to verify")
+        problems: list[str] = []
         cas = self.authorities()
-        split_active(cas)
-        installations = self.hook.list_installations()
-        for installation in installations[:5]:
-            self.log.info("Installation %d: %s", installation.id, installation.summary())
-        watermark = self.push_watermark(context, installations)
-        return {
-            "certificate_authorities": [ca.summary() for ca in cas],
-            "installation_watermark": watermark,
-            "installation_running": bool(installations and installations[0].status is InstallationStatus.RUNNING),
-        }
+        new_ca = next((ca for ca in cas if ca.guid == self.new_ca_guid), None)
+        if [ca.guid for ca in cas] != [self.new_ca_guid]:
+            problems.append(f"expected exactly one CA, the new {self.new_ca_guid}; found {', '.join(ca.guid for ca in cas)}")
+        if new_ca is not None and not new_ca.active:
+            problems.append(f"the new CA {new_ca.guid} is not active")
+        deadline = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=window_days(self.expires_within))
+        if new_ca is not None and new_ca.expires_at is not None and new_ca.expires_at <= deadline:
+            problems.append(f"the new CA expires {isoformat(new_ca.expires_at)}, within {self.expires_within}")
+        new_key = new_ca.subject_key_identifier if new_ca else None
+
+        rows, excluded = [], []
+        for cert in self.hook.list_deployed_certificates():
+            if cert.configurable or cert.is_ca:
+                excluded.append({"certificate": cert.name, "procedure": cert.rotation_procedure_name or
+                                 ("configurable: rotate in the Ops Manager UI" if cert.configurable else "a CA with its own procedure")})
+                continue
+            if cert.location == "ops_manager" and cert.product_guid and cert.property_reference:
+                aki = _key_identifier(
+                    self.hook.get_deployed_certificate_pem(cert.product_guid, cert.property_reference), x509.AuthorityKeyIdentifier
+                )
+                if aki is not None and aki == new_key:
+                    verdict, how = "new CA", "key identifier"
+                elif aki is not None and aki == self.old_ca_key_id:
+                    verdict, how = "OLD CA", "key identifier"
+                else:
+                    verdict, how = "unknown issuer", "key identifier"
+            else:
+                made = new_ca.created_at if new_ca else None
+                issued_after = cert.valid_from is not None and made is not None and cert.valid_from >= made
+                verdict, how = ("new CA" if issued_after else "OLD CA"), "issued after the new CA"
+            rows.append({"certificate": cert.name, "location": cert.location, "valid_until": isoformat(cert.valid_until),
+                         "signed_by": verdict, "checked_by": how})
+        stale = [r["certificate"] for r in rows if r["signed_by"] != "new CA"]
+        if stale:
+            problems.append(f"{len(stale)} deployed certificate(s) do not chain to the new CA: {', '.join(stale)}")
+        self.log.info(
+            "Deployed certificates after the rotation:\n%s",
+            format_table(("CERTIFICATE", "LOCATION", "VALID UNTIL", "SIGNED BY", "CHECKED BY"), [list(r.values()) for r in rows]),
+        )
+        for item in excluded:
+            self.log.info("Excluded, needs its own procedure: %s (%s)", item["certificate"], item["procedure"])
+        report = {"new_ca": new_ca.summary() if new_ca else None, "certificates": rows, "excluded": excluded, "problems": problems}
+        if problems:
+            raise AirflowFailException("Rotation verification failed: " + "; ".join(problems))
+        self.log.info("Verified: CA %s is the only CA, active, and signs all %d rotated certificates", self.new_ca_guid, len(rows))
+        return report

@@ -9,11 +9,12 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from opsman.exceptions import OpsManagerError
 from opsman.hooks import DEFAULT_CONN_ID, OpsManagerHook
 from opsman.models import InstallationStatus, log_tail, new_log_text
+from opsman.operators import optional_int
 from opsman.triggers import InstallationTrigger
 
 EVENT_STATUSES = {"succeeded", "failed", "error", "timeout"}
@@ -27,18 +28,22 @@ class ApplyChangesSensor(BaseSensorOperator):
     task log as they arrive.
 
     :param installation_id: the installation to wait for (templated; usually the Apply Changes task's XCom).
+        ``None`` when the Apply Changes task was skipped: then there is nothing to wait for, unless
+    :param after_installation_id: is set (manual mode): wait for a person to start an installation
+        newer than this id, then for it to succeed (templated).
     :param poll_interval_seconds: seconds between status polls.
     :param log_interval_seconds: seconds between downloads of the growing log while it runs.
     :param deferrable: wait in the triggerer (default) instead of a worker slot.
     """
 
-    template_fields: Sequence[str] = ("opsman_conn_id", "installation_id", "poll_interval_seconds")
+    template_fields: Sequence[str] = ("opsman_conn_id", "installation_id", "after_installation_id", "poll_interval_seconds")
     ui_color = "#f6eccf"
 
     def __init__(
         self,
         *,
         installation_id: Any,
+        after_installation_id: Any = None,
         opsman_conn_id: str = DEFAULT_CONN_ID,
         poll_interval_seconds: Any = 30,
         log_interval_seconds: float = 60,
@@ -48,6 +53,7 @@ class ApplyChangesSensor(BaseSensorOperator):
         kwargs.setdefault("timeout", timedelta(hours=12).total_seconds())
         super().__init__(**kwargs)
         self.installation_id = installation_id
+        self.after_installation_id = after_installation_id
         self.opsman_conn_id = opsman_conn_id
         self.poll_interval_seconds = poll_interval_seconds
         self.log_interval_seconds = log_interval_seconds
@@ -79,7 +85,20 @@ class ApplyChangesSensor(BaseSensorOperator):
             f"Apply Changes task to start a new one. Last lines of its log:\n{tail}"
         )
 
+    def _started_by_a_person(self) -> bool:
+        """Manual mode: has someone started an installation newer than ``after_installation_id``?"""
+        installations = self.hook.list_installations()
+        after = optional_int(self.after_installation_id, "after_installation_id") or 0
+        if installations and installations[0].id > after:
+            self.installation_id = installations[0].id
+            self.log.info("Installation %d was started in Ops Manager; waiting for it to finish", self._id)
+            return True
+        self.log.info("Waiting for someone to click Apply Changes in Ops Manager (an installation newer than %d)", after)
+        return False
+
     def poke(self, context: Context) -> bool:
+        if self.installation_id is None and not self._started_by_a_person():
+            return False
         status = self.hook.get_installation_status(self._id)
         if status.is_terminal or time.monotonic() - self._last_log_fetch >= self.log_interval_seconds:
             self._print_new_log()
@@ -93,6 +112,9 @@ class ApplyChangesSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> int:
         self.poke_interval = float(self.poll_interval_seconds)
+        self.installation_id = optional_int(self.installation_id, "installation_id")
+        if self.installation_id is None and optional_int(self.after_installation_id, "after_installation_id") is None:
+            raise AirflowSkipException("the Apply Changes step was skipped; there is no installation to wait for")
         if not self.deferrable:
             super().execute(context)
             return self._id
@@ -101,7 +123,8 @@ class ApplyChangesSensor(BaseSensorOperator):
         self.defer(
             trigger=InstallationTrigger(
                 opsman_conn_id=self.opsman_conn_id,
-                installation_id=self._id,
+                installation_id=self.installation_id,
+                after_installation_id=optional_int(self.after_installation_id, "after_installation_id"),
                 poll_interval_seconds=self.poke_interval,
                 log_interval_seconds=self.log_interval_seconds,
                 log_offset=self._log_offset,
@@ -116,6 +139,8 @@ class ApplyChangesSensor(BaseSensorOperator):
         if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
             raise OpsManagerError(f"the installation trigger sent an unexpected event: {event!r}")
         status = event["status"]
+        if event.get("installation_id") is not None:
+            self.installation_id = event["installation_id"]
         if status == "succeeded":
             self.log.info("Installation %d succeeded", self._id)
             return self._id
@@ -123,7 +148,7 @@ class ApplyChangesSensor(BaseSensorOperator):
             self._fail()
         if status == "timeout":
             raise AirflowFailException(
-                f"installation {self._id} was still running after {self.timeout} s; it was not cancelled. "
-                "Check it in Ops Manager, then clear this task to wait again."
+                f"gave up after {self.timeout} s: {event.get('message')}; nothing was cancelled. "
+                "Check Ops Manager, then clear this task to wait again."
             )
         raise OpsManagerError(f"waiting for installation {self._id} failed: {event.get('message')}")

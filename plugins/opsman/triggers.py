@@ -24,7 +24,9 @@ class InstallationTrigger(BaseTrigger):
     so a long install does not download its growing log on every status poll.
 
     :param opsman_conn_id: Airflow connection of type ``opsman``.
-    :param installation_id: the installation to wait for.
+    :param installation_id: the installation to wait for; ``None`` to wait first for a person to
+        start one newer than ``after_installation_id`` (manual Apply Changes).
+    :param after_installation_id: with no ``installation_id``, the newest installation id to ignore.
     :param poll_interval_seconds: seconds between status polls.
     :param log_interval_seconds: seconds between log downloads while running.
     :param log_offset: characters of the log already printed (so a resumed wait does not repeat them).
@@ -34,15 +36,17 @@ class InstallationTrigger(BaseTrigger):
     def __init__(
         self,
         opsman_conn_id: str,
-        installation_id: int,
+        installation_id: int | None,
         poll_interval_seconds: float = 30.0,
         log_interval_seconds: float = 60.0,
         log_offset: int = 0,
         end_time: float | None = None,
+        after_installation_id: int | None = None,
     ) -> None:
         super().__init__()
         self.opsman_conn_id = opsman_conn_id
-        self.installation_id = int(installation_id)
+        self.installation_id = None if installation_id is None else int(installation_id)
+        self.after_installation_id = after_installation_id
         self.poll_interval_seconds = float(poll_interval_seconds)
         self.log_interval_seconds = float(log_interval_seconds)
         self.log_offset = int(log_offset)
@@ -58,6 +62,7 @@ class InstallationTrigger(BaseTrigger):
                 "log_interval_seconds": self.log_interval_seconds,
                 "log_offset": self.log_offset,
                 "end_time": self.end_time,
+                "after_installation_id": self.after_installation_id,
             },
         )
 
@@ -80,6 +85,16 @@ class InstallationTrigger(BaseTrigger):
         hook = OpsManagerAsyncHook(opsman_conn_id=self.opsman_conn_id)
         last_log_fetch = 0.0
         try:
+            while self.installation_id is None:
+                installations = await hook.list_installations()
+                if installations and installations[0].id > (self.after_installation_id or 0):
+                    self.installation_id = installations[0].id
+                    self.log.info("Installation %d was started; waiting for it to finish", self.installation_id)
+                    break
+                if self.end_time is not None and time.time() >= self.end_time:
+                    yield self._event("timeout", "nobody started an Apply Changes before the deadline")
+                    return
+                await asyncio.sleep(self.poll_interval_seconds)
             while True:
                 status = await hook.get_installation_status(self.installation_id)
                 now = time.monotonic()

@@ -98,7 +98,7 @@ class TestDeferrable:
         installation_id = start_install(sim)
         event = run_trigger(InstallationTrigger("opsman_default", installation_id, poll_interval_seconds=0.2, end_time=0))
         assert event["status"] == "timeout"
-        with pytest.raises(AirflowFailException, match="still running"):
+        with pytest.raises(AirflowFailException, match="still running at the deadline"):
             sensor(installation_id).execute_complete(task_context(), event)
 
     @pytest.mark.parametrize("event", [None, {}, {"status": "weird"}, "succeeded"])

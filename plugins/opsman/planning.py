@@ -1,0 +1,152 @@
+"""Decide from Ops Manager's state alone where a rotation stands and which steps remain.
+
+Ops Manager records nothing like "regenerate was called" or "this Apply Changes belonged to step N"
+(see ``shared/design-notes.md``). What it does show, and what this module reads:
+
+- the CAs: which is active, and when each was made. The time comes from the CA certificate's
+  ``notBefore`` (to the second); ``created_on`` may be a bare date and cannot order two CAs made
+  on the same day.
+- the installations, with their start times and statuses.
+
+| CAs on Ops Manager | stage | steps left |
+|---|---|---|
+| one, active, made before the recent-rotation window | ``not_started`` | all (initial Apply Changes by Param) |
+| old active + one newer inactive | ``generated`` | Apply Changes (unless one succeeded after the new CA was made), activate, regenerate, Apply Changes, delete, Apply Changes |
+| newer active + one older inactive | ``activated`` | regenerate, Apply Changes, delete, Apply Changes |
+| one, active, made within the recent-rotation window | ``old_ca_deleted`` | the last Apply Changes, unless three succeeded after the CA was made |
+| anything else | ambiguous | nothing: the run stops and lists what it found |
+
+Where state cannot prove a step happened, the step is repeated when repeating is safe (an Apply
+Changes, a regenerate) and never guessed when it is not (generate, activate, delete).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from opsman.exceptions import RotationStateError
+from opsman.models import CertificateAuthority, Installation, InstallationStatus, isoformat
+
+# The steps of the documented procedure, in order. Apply Changes steps are named after the change they carry.
+INITIAL_APPLY = "initial_apply_changes"
+GENERATE = "generate_ca"
+VERIFY = "verify_new_ca_inactive"
+APPLY_NEW_CA = "apply_new_ca"
+ACTIVATE = "activate_ca"
+REGENERATE = "regenerate_certificates"
+APPLY_LEAVES = "apply_regenerated_certificates"
+DELETE = "delete_ca"
+APPLY_DELETE = "apply_old_ca_deletion"
+STEPS = (INITIAL_APPLY, GENERATE, VERIFY, APPLY_NEW_CA, ACTIVATE, REGENERATE, APPLY_LEAVES, DELETE, APPLY_DELETE)
+
+NOT_STARTED, GENERATED, ACTIVATED, OLD_CA_DELETED = "not_started", "generated", "activated", "old_ca_deleted"
+
+
+@dataclass
+class RotationPlan:
+    """Where the rotation stands; JSON-safe so it can travel by XCom to every step."""
+
+    stage: str
+    old_ca_guid: str | None
+    new_ca_guid: str | None
+    #: step → why it is already done; steps not listed are to do.
+    done: dict[str, str] = field(default_factory=dict)
+    #: step → installation id to count Apply Changes from, for steps skipped as done.
+    watermarks: dict[str, int] = field(default_factory=dict)
+    #: the old CA's subject key identifier (hex), to prove later that no leaf chains to it.
+    old_ca_key_id: str | None = None
+    dry_run: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> RotationPlan:
+        return cls(**value)
+
+    def is_done(self, step: str) -> bool:
+        return step in self.done
+
+    def describe(self) -> str:
+        lines = [f"Rotation stage: {self.stage} (old CA {self.old_ca_guid or '-'}, new CA {self.new_ca_guid or 'not yet generated'})"]
+        for step in STEPS:
+            lines.append(f"  {step:<32} {'done: ' + self.done[step] if step in self.done else 'to do'}")
+        return "\n".join(lines)
+
+
+def _succeeded_after(installations: Sequence[Installation], moment: dt.datetime) -> list[Installation]:
+    return [
+        i for i in installations
+        if i.status is InstallationStatus.SUCCEEDED and i.started_at is not None and i.started_at > moment
+    ]
+
+
+def _watermark_before(installations: Sequence[Installation], moment: dt.datetime) -> int:
+    """The newest installation that started before ``moment``: later ones may carry a change made then."""
+    before = [i.id for i in installations if i.started_at is not None and i.started_at <= moment]
+    return max(before, default=0)
+
+
+def _table(cas: Sequence[CertificateAuthority]) -> str:
+    return "; ".join(
+        f"{ca.guid} ({'active' if ca.active else 'inactive'}, made {isoformat(ca.created_at) or '?'})" for ca in cas
+    )
+
+
+def plan_rotation(
+    cas: Sequence[CertificateAuthority],
+    installations: Sequence[Installation],
+    *,
+    now: dt.datetime,
+    recent_rotation_days: float,
+    initial_apply_changes: bool = True,
+) -> RotationPlan:
+    """The plan for a rotation, from the CAs and installations Ops Manager lists."""
+    active = [ca for ca in cas if ca.active]
+    inactive = [ca for ca in cas if not ca.active]
+    if len(active) != 1 or len(inactive) > 1 or any(ca.created_at is None for ca in cas):
+        raise RotationStateError(
+            f"Ops Manager's CAs match no stage of a rotation: {_table(cas)}. Expected one active CA, plus at most "
+            "one other. Look at the Certificate Authorities in Ops Manager and remove strays before triggering again."
+        )
+    (current,) = active
+    newest_id = installations[0].id if installations else 0
+    done: dict[str, str] = {}
+
+    if not inactive:
+        age = now - current.created_at
+        if age >= dt.timedelta(days=recent_rotation_days):
+            if not initial_apply_changes:
+                done[INITIAL_APPLY] = "Param initial_apply_changes is false"
+            return RotationPlan(NOT_STARTED, current.guid, None, done, {}, current.subject_key_identifier)
+        # The ambiguous end: one young CA is the end of a rotation, not a reason to start another.
+        applies = _succeeded_after(installations, current.created_at)
+        for step in STEPS[:-1]:
+            done[step] = f"the only CA, {current.guid}, was made {age.days} day(s) ago: the old CA is already deleted"
+        if len(applies) >= 3:
+            done[APPLY_DELETE] = (
+                f"{len(applies)} Apply Changes succeeded since CA {current.guid} was made "
+                f"(installations {', '.join(str(i.id) for i in applies)}): the rotation is complete"
+            )
+        return RotationPlan(OLD_CA_DELETED, None, current.guid, done, {DELETE: newest_id})
+
+    (other,) = inactive
+    if other.created_at > current.created_at:
+        new, old = other, current
+        done[INITIAL_APPLY] = f"the new CA {new.guid} exists already"
+        done[GENERATE] = f"CA {new.guid} was generated at {isoformat(new.created_at)} and is inactive"
+        applies = _succeeded_after(installations, new.created_at)
+        if applies:
+            done[APPLY_NEW_CA] = f"installation {applies[0].id} started after CA {new.guid} was made and succeeded"
+        watermarks = {GENERATE: _watermark_before(installations, new.created_at)}
+        return RotationPlan(GENERATED, old.guid, new.guid, done, watermarks, old.subject_key_identifier)
+
+    new, old = current, other
+    for step in (INITIAL_APPLY, GENERATE, VERIFY, APPLY_NEW_CA):
+        done[step] = f"the new CA {new.guid} is already active"
+    done[ACTIVATE] = f"CA {new.guid} is active and the old CA {old.guid} inactive"
+    # Nothing shows whether regenerate ran: regenerating again is safe, skipping it is not.
+    return RotationPlan(ACTIVATED, old.guid, new.guid, done, {}, old.subject_key_identifier)

@@ -1,0 +1,73 @@
+"""Helpers of the system and browser tests: a REST client view of the local Airflow."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "scripts") not in sys.path:
+    sys.path.insert(0, str(REPO / "scripts"))
+
+import airflow_stack  # noqa: E402
+
+DAG_ID = "opsman_ca_rotation"
+APPLY_GROUPS = ("initial_apply_changes", "activate_new_ca", "regenerate_certificates", "delete_old_ca")
+SENSORS = [f"{g}.wait_for_apply_changes" for g in APPLY_GROUPS]
+
+
+def missing(reason: str) -> None:
+    """Skip locally; fail under CI."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI cannot run this test: {reason}")
+    pytest.skip(reason)
+
+
+class LocalAirflow:
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+        self.url: str = info["url"]
+        self.username: str = info["username"]
+        self.password: str = info["password"]
+        self.home = Path(info["home"])
+        self.api = airflow_stack.Api(self.url, self.username, self.password)
+
+    def trigger(self, conf: dict[str, Any], prefix: str = "test") -> str:
+        run_id = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        self.api.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "dag_run_id": run_id, "conf": conf})
+        return run_id
+
+    def wait_for_run(self, run_id: str, timeout: float = 300.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+            if state in ("success", "failed"):
+                return state
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} still {state} after {timeout} s; see {self.home / 'logs'}")
+            time.sleep(2)
+
+    def task_instances(self, run_id: str) -> dict[str, dict[str, Any]]:
+        body = self.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
+        return {ti["task_id"]: ti for ti in body["task_instances"]}
+
+    def log_text(self, run_id: str, task_id: str, try_number: int = 1) -> str:
+        body = self.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?full_content=true")
+        content = body.get("content")
+        if isinstance(content, str):
+            return content
+        return "\n".join(str(e.get("event", "")) if isinstance(e, dict) else str(e) for e in content or [])
+
+    def links(self, run_id: str, task_id: str) -> dict[str, str | None]:
+        return self.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/links")
+
+    def xcom(self, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        return self.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")["value"]
+
+
