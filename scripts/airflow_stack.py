@@ -1,0 +1,268 @@
+"""Start, watch and stop a set of Airflow processes on 127.0.0.1, each by its recorded PID.
+
+Shared by ``local_airflow.py`` (SQLite + LocalExecutor) and ``celery_cluster.py`` (PostgreSQL + Redis +
+CeleryExecutor). Stdlib only, so it runs before and outside the venv's Airflow imports.
+
+Every component is started with ``setsid`` semantics (its own session and process group, so its
+children can be stopped with it), its PID is written to ``<home>/pids/<name>.pid`` and its output
+goes to ``<home>/logs/<name>.log``. Stopping sends SIGTERM to each recorded PID, waits, and only
+then SIGKILLs that PID's own process group: nothing is ever stopped by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DAG_ID = "opsman_ca_rotation"
+
+
+def venv_bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def load_or_create_secrets(home: Path) -> dict[str, str]:
+    """Fernet key, JWT secret, API secret key and the admin password: made once per home, mode 0600.
+
+    Every component gets the same values through its environment (airflow-distributed.md pitfall 2),
+    instead of each one writing random ones into its own airflow.cfg.
+    """
+    path = home / "secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from cryptography.fernet import Fernet  # in the venv (Airflow depends on it)
+
+    values = {
+        "fernet_key": Fernet.generate_key().decode(),
+        "jwt_secret": secrets.token_urlsafe(48),
+        "api_secret_key": secrets.token_urlsafe(32),
+        "admin_password": secrets.token_urlsafe(12),
+        "simulator_password": secrets.token_urlsafe(16),
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(values, out)
+    return values
+
+
+def write_passwords_file(home: Path, password: str) -> Path:
+    path = home / "simple_auth_manager_passwords.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"admin": password}, out)
+    return path
+
+
+def base_env(home: Path, port: int, values: dict[str, str]) -> dict[str, str]:
+    """What every Airflow component needs, whatever the executor and database."""
+    env = dict(os.environ)
+    for key in [k for k in env if k.startswith("AIRFLOW")]:
+        del env[key]  # nothing from the caller's Airflow (e.g. a test session's AIRFLOW_HOME) leaks in
+    api = f"http://127.0.0.1:{port}"
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__FERNET_KEY": values["fernet_key"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": values["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": values["api_secret_key"],
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": api,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_manager_passwords.json"),
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            # Short tasks free their slot after about 1 s instead of 5 s (airflow-distributed.md pitfall 9).
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def start(home: Path, name: str, args: list[str], env: dict[str, str]) -> int:
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    (home / "pids").mkdir(parents=True, exist_ok=True)
+    with open(home / "logs" / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            cwd=str(home), start_new_session=True,
+        )
+    (home / "pids" / f"{name}.pid").write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+def recorded(home: Path) -> dict[str, int]:
+    pids = {}
+    for path in sorted((home / "pids").glob("*.pid")) if (home / "pids").is_dir() else []:
+        try:
+            pids[path.stem] = int(path.read_text().strip())
+        except ValueError:
+            path.unlink()
+    return pids
+
+
+def stop(home: Path, names: list[str] | None = None, timeout: float = 30.0) -> list[str]:
+    """SIGTERM each recorded PID (in the given order), then SIGKILL what is left of its own group."""
+    pids = recorded(home)
+    order = [n for n in (names or []) if n in pids] + [n for n in pids if n not in (names or [])]
+    stopped = []
+    for name in order:
+        pid = pids[name]
+        if alive(pid):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            stopped.append(name)
+        try:  # the component's own group (it was started as a session leader): workers, log servers
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        (home / "pids" / f"{name}.pid").unlink(missing_ok=True)
+    return stopped
+
+
+class Api:
+    """A tiny client of Airflow's REST API with the simple auth manager's token."""
+
+    def __init__(self, url: str, username: str = "admin", password: str = "") -> None:
+        self.url = url.rstrip("/")
+        self.username, self.password = username, password
+        self._token: str | None = None
+
+    def request(self, method: str, path: str, body: Any = None, auth: bool = True, timeout: float = 30) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if auth:
+            req.add_header("Authorization", f"Bearer {self.token()}")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            text = resp.read().decode()
+        return json.loads(text) if text else None
+
+    def token(self) -> str:
+        if self._token is None:
+            body = self.request("POST", "/auth/token", {"username": self.username, "password": self.password}, auth=False)
+            self._token = body["access_token"]
+        return self._token
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", "/api/v2/monitor/health", auth=False, timeout=5)
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+
+def wait_ready(api: Api, home: Path, components: list[str], timeout: float = 180.0, dag_id: str = DAG_ID) -> float:
+    """Until health shows every component healthy and the DAG is parsed; returns the seconds waited."""
+    started = time.monotonic()
+    last: Any = None
+    while time.monotonic() - started < timeout:
+        dead = [n for n, pid in recorded(home).items() if n in components and not alive(pid)]
+        if dead:
+            raise RuntimeError(f"{', '.join(dead)} exited; see {home / 'logs'}")
+        health = api.health()
+        last = health
+        if health and all(
+            (health.get(part) or {}).get("status") == "healthy"
+            for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        ):
+            try:
+                dag = api.request("GET", f"/api/v2/dags/{dag_id}")
+                if dag.get("is_paused"):
+                    api.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+                return time.monotonic() - started
+            except urllib.error.HTTPError as err:
+                if err.code != 404:
+                    raise
+                last = f"DAG {dag_id} not parsed yet"
+        time.sleep(1)
+    raise RuntimeError(f"Airflow not ready after {timeout:.0f} s (last: {last}); see {home / 'logs'}")
+
+
+def start_simulator(home: Path, password: str, apply_seconds: float, port: int = 0, timeout: float = 30.0) -> dict[str, Any]:
+    """The bundled Ops Manager simulator as a recorded component; returns url, ca path and pid."""
+    state_dir = home / "simulator"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "include")] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONUNBUFFERED"] = "1"
+    ready = home / "logs" / "simulator.log"
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    ready.write_text("")
+    pid = start(
+        home,
+        "simulator",
+        [sys.executable, "-m", "opsman_simulator", "--host", "127.0.0.1", "--port", str(port), "--state-dir",
+         str(state_dir), "--apply-seconds", str(apply_seconds), "--password", password],
+        env,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in ready.read_text().splitlines():
+            if line.startswith("opsman-simulator ready "):
+                parts = line.split()
+                return {"url": parts[2], "ca_path": parts[3].split("=", 1)[1], "pid": pid}
+        if not alive(pid):
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"the simulator did not start; see {ready}")
+
+
+def simulator_connection(sim: dict[str, Any], password: str) -> str:
+    return json.dumps(
+        {"conn_type": "opsman", "host": sim["url"], "login": "admin", "password": password,
+         "extra": {"ca_cert": sim["ca_path"]}}
+    )
