@@ -298,6 +298,11 @@ def create_app(sim: Simulator):
         status, body = store.delete_ca(guid)
         return JSONResponse(body, status_code=status)
 
+    @app.put("/api/v0/staged/director/properties")
+    async def put_director_properties(request: Request):
+        auth(request)
+        return store.set_director_properties(await _json_body(request))
+
     # ---------------------------------------------------------------- installations (§4)
     @app.post("/api/v0/installations")
     async def post_installation(request: Request):

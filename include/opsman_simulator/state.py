@@ -814,6 +814,20 @@ class Store:
             "errands": errands,
         }
 
+    def set_director_properties(self, body: Any) -> dict[str, Any]:
+        """``PUT /api/v0/staged/director/properties``: only the recreate flags om's --recreate-vms sets."""
+        config = body.get("director_configuration") if isinstance(body, dict) else None
+        if not isinstance(config, dict):
+            raise ApiError(422, {"errors": ["director_configuration must be an object"]})
+        flags = self.data.setdefault("director_recreate", {})
+        for key in ("bosh_recreate_on_next_deploy", "bosh_director_recreate_on_next_deploy"):
+            if key in config:
+                if not isinstance(config[key], bool):
+                    raise ApiError(422, {"errors": [f"{key} must be a boolean"]})
+                flags[key] = config[key]
+        self.save()
+        return {}
+
     def start_installation(self, body: Any, user_name: str, now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now
         self.tick(now)
@@ -870,6 +884,8 @@ class Store:
             "will_fail": will_fail,
             "log_bytes_per_second": int(self.faults.get("log_bytes_per_second") or 0),
             "request": request,
+            # ASSUMPTION: the recreate flags apply to the next deploy only and are cleared when it starts.
+            "recreate_vms": dict(self.data.pop("director_recreate", {}) or {}),
             "deployed_products": deployed,
             "plan": {"trusted_ca_guids": existing, "signing_ca_guid": active["guid"], "reissue": reissue},
             "deployed": None,

@@ -5,19 +5,27 @@ from __future__ import annotations
 import pytest
 from support import api_writes, journal_calls, task_context, wait_for_installation
 
+import threading
+
+from airflow.sdk.exceptions import AirflowFailException
+
 from opsman.exceptions import OpsManagerConfigError, OpsManagerTransientError, RotationStateError
 from opsman.hooks import OpsManagerHook
 from opsman.models import ApplyChangesOptions, InstallationStatus
 from opsman.operators import (
+    AFTER_INSTALLATION_KEY,
     WATERMARK_KEY,
     ActivateCertificateAuthorityOperator,
     ApplyChangesOperator,
     CheckOpsManagerOperator,
     DeleteCertificateAuthorityOperator,
     GenerateCertificateAuthorityOperator,
+    PendingChangesCheckOperator,
     RegenerateCertificatesOperator,
     VerifyCertificateAuthoritiesOperator,
+    VerifyRotationOperator,
 )
+from opsman.sensors import ApplyChangesSensor
 
 GENERATE = "/api/v0/certificate_authorities/generate"
 
@@ -231,3 +239,148 @@ class TestApplyChanges:
         with pytest.raises(OpsManagerConfigError, match="deploy_products"):
             self._apply(None, deploy_products=products)
         assert sim.journal() == []
+
+
+class TestPreflight:
+    def test_a_running_installation_fails_the_run_when_asked(self, sim):
+        running = OpsManagerHook().apply_changes(ApplyChangesOptions())
+        sim.clear_journal()
+        with pytest.raises(AirflowFailException) as err:
+            CheckOpsManagerOperator(task_id="check", if_installation_running="fail").execute(task_context())
+        assert f"installation {running} (started" in str(err.value) and "Trigger again when it has finished" in str(err.value)
+        assert api_writes(sim) == []
+
+    def test_a_running_installation_is_handed_to_the_waiting_sensor(self, sim):
+        running = OpsManagerHook().apply_changes(ApplyChangesOptions())
+        result = CheckOpsManagerOperator(task_id="check").execute(task_context())
+        assert result["running_installation_id"] == running
+
+    def test_reports_certificates_expiring_within_the_window(self, sim):
+        soon = CheckOpsManagerOperator(task_id="check", expires_within="3m").execute(task_context())
+        later = CheckOpsManagerOperator(task_id="check", expires_within="1w").execute(task_context())
+        assert "/p-bosh/director/nats_server_tls" in soon["expiring_certificates"]
+        assert "/p-bosh/director/nats_server_tls" not in later["expiring_certificates"]
+
+    def test_a_bad_window_is_refused(self, sim):
+        with pytest.raises(OpsManagerConfigError, match="expiry window '3 months'"):
+            CheckOpsManagerOperator(task_id="check", expires_within="3 months").execute(task_context())
+
+
+def plan_json(stage="not_started"):
+    return {"stage": stage, "old_ca_guid": None, "new_ca_guid": None}
+
+
+class TestPendingChanges:
+    def _check(self, plan=None, allow=False):
+        return PendingChangesCheckOperator(task_id="p", plan=plan or plan_json(), allow_pending_changes=allow).execute(
+            task_context()
+        )
+
+    def test_no_changes_pass(self, sim):
+        assert self._check() == []
+
+    def test_someone_elses_staged_change_is_refused_with_what_to_do(self, sim):
+        cf = next(p for p in OpsManagerHook().list_staged_products() if p.type == "cf")
+        sim.faults(stage_pending_change={"product_guid": cf.guid, "action": "update"})
+        with pytest.raises(AirflowFailException) as err:
+            self._check()
+        assert str(err.value) == (
+            f"Ops Manager has staged changes that an Apply Changes of this rotation would deploy: {cf.guid} (cf: update). "
+            "Apply or revert them in Ops Manager first, or trigger with allow_pending_changes=true to deploy them too."
+        )
+        assert self._check(allow=True) == [{"guid": cf.guid, "action": "update"}]
+
+    def test_director_changes_are_the_rotations_own_once_it_started(self, sim):
+        director = next(p for p in OpsManagerHook().list_staged_products() if p.type == "p-bosh")
+        sim.faults(stage_pending_change={"product_guid": director.guid, "action": "update"})
+        with pytest.raises(AirflowFailException):
+            self._check(plan_json("not_started"))
+        assert self._check(plan_json("generated")) == [{"guid": director.guid, "action": "update"}]
+
+
+class TestApplyChangesOptions:
+    def _apply(self, **kwargs):
+        return ApplyChangesOperator(task_id="apply", wait_poll_seconds=0.2, **kwargs).execute(task_context())
+
+    def _request(self, sim, installation_id):
+        return next(i for i in sim.state()["installations"] if i["id"] == installation_id)
+
+    def test_product_names_become_guids_in_products_and_errands(self, sim):
+        cf = next(p for p in OpsManagerHook().list_staged_products() if p.type == "cf")
+        installation_id = self._apply(
+            deploy_products=["cf"], errands={"cf": {"run_post_deploy": {"smoke-tests": True}}}, force_latest_variables=True
+        )
+        request = self._request(sim, installation_id)["request"]
+        assert request["deploy_products"] == [cf.guid]
+        assert request["errands"] == {cf.guid: {"run_post_deploy": {"smoke-tests": True}}}
+        assert request["force_latest_variables"] is True
+
+    def test_unknown_products_are_refused_before_any_write(self, sim):
+        sim.clear_journal()
+        with pytest.raises(OpsManagerConfigError, match="unknown product.*p-redis"):
+            self._apply(errands={"p-redis": {"run_post_deploy": {"upgrade-all-service-instances": True}}})
+        assert api_writes(sim) == []
+
+    def test_recreate_vms_sets_the_director_flags_first(self, sim):
+        sim.clear_journal()
+        installation_id = self._apply(recreate_vms=True)
+        writes = [(e["method"], e["path"]) for e in api_writes(sim)]
+        assert writes == [("PUT", "/api/v0/staged/director/properties"), ("POST", "/api/v0/installations")]
+        assert self._request(sim, installation_id)["recreate_vms"] == {
+            "bosh_recreate_on_next_deploy": True, "bosh_director_recreate_on_next_deploy": True,
+        }
+
+
+class TestManualMode:
+    def test_waits_for_a_person_to_click_apply_changes(self, sim):
+        hook = OpsManagerHook()
+        watermark = hook.list_installations()[0].id
+        context = task_context()
+        started = ApplyChangesOperator(task_id="apply", after_installation_id=watermark, apply_changes_mode="manual").execute(
+            context
+        )
+        assert started is None and context["ti"].xcoms[AFTER_INSTALLATION_KEY] == watermark
+        assert api_writes(sim) == []
+
+        person = threading.Timer(1.0, lambda: hook.apply_changes(ApplyChangesOptions()))
+        person.start()
+        try:
+            waited = ApplyChangesSensor(
+                task_id="wait", installation_id=None, after_installation_id=watermark, poll_interval_seconds=0.2,
+                deferrable=False,
+            ).execute(task_context())
+        finally:
+            person.join()
+        assert waited == hook.list_installations()[0].id > watermark
+        assert hook.get_installation_status(waited) is InstallationStatus.SUCCEEDED
+
+
+class TestVerifyRotation:
+    def _verify(self, new_guid, old_key=None):
+        return VerifyRotationOperator(task_id="v", new_ca_guid=new_guid, old_ca_key_id=old_key).execute(task_context())
+
+    def test_a_complete_rotation_is_proven(self, sim):
+        hook = OpsManagerHook()
+        old_guid, new_guid = activated_rotation()
+        old_key = next(ca for ca in hook.list_certificate_authorities() if ca.guid == old_guid).subject_key_identifier
+        RegenerateCertificatesOperator(task_id="r", new_ca_guid=new_guid).execute(task_context())
+        wait_for_installation(sim, hook, hook.apply_changes(ApplyChangesOptions()))
+        hook.delete_certificate_authority(old_guid)
+        wait_for_installation(sim, hook, hook.apply_changes(ApplyChangesOptions()))
+        report = self._verify(new_guid, old_key)
+        assert report["problems"] == []
+        assert {r["signed_by"] for r in report["certificates"]} == {"new CA"}
+        assert {r["checked_by"] for r in report["certificates"]} == {"key identifier", "issued after the new CA"}
+        assert any(e["certificate"].endswith(".properties.networking_poe_ssl_certs") for e in report["excluded"])
+        assert any(e["certificate"] == "/services/tls_ca" for e in report["excluded"])
+
+    def test_a_leaf_still_signed_by_the_old_ca_fails_verification(self, sim):
+        hook = OpsManagerHook()
+        old_guid, new_guid = activated_rotation()
+        old_key = next(ca for ca in hook.list_certificate_authorities() if ca.guid == old_guid).subject_key_identifier
+        hook.delete_certificate_authority(old_guid)  # regenerate skipped: the leaves still chain to the old CA
+        with pytest.raises(AirflowFailException) as err:
+            self._verify(new_guid, old_key)
+        message = str(err.value)
+        assert message.startswith("Rotation verification failed: ") and "do not chain to the new CA" in message
+        assert ".properties.director_ssl" in message and "/p-bosh/director/nats_server_tls" in message
