@@ -119,6 +119,13 @@ with DAG(
             "3m", type="string", pattern="^[1-9][0-9]*[dwmy]$", title="Expiry window", section="Foundation",
             description="Report certificates expiring within this window (e.g. 3m, 6w, 90d); the new CA must outlive it.",
         ),
+        "custom_ca_conn_id": Param(
+            "", type="string", title="Bring your own CA (connection)", section="Foundation",
+            description=(
+                "Empty: Ops Manager generates the new CA. Otherwise the Airflow connection whose extras "
+                "certificate_pem and private_key_pem hold the CA to upload (RSA, validated before any call)."
+            ),
+        ),
         "initial_apply_changes": Param(
             True, type="boolean", title="Initial Apply Changes", section="Procedure",
             description="Run the Apply Changes the procedure starts with, before generating the new CA.",
@@ -173,6 +180,7 @@ with DAG(
             opsman_conn_id=CONN,
             expires_within="{{ params.expires_within }}",
             if_installation_running="{{ params.if_installation_running }}",
+            custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
         )
         wait_running = ApplyChangesSensor(
             task_id="wait_for_running_installation",
@@ -186,6 +194,8 @@ with DAG(
             recent_rotation_days="{{ params.recent_rotation_days }}",
             initial_apply_changes="{{ params.initial_apply_changes }}",
             dry_run="{{ params.dry_run }}",
+            custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
+            expires_within="{{ params.expires_within }}",
         )
         pending = PendingChangesCheckOperator(
             task_id="check_pending_changes",
@@ -200,7 +210,13 @@ with DAG(
         pending >> initial_apply
 
     with TaskGroup("create_new_ca"):
-        generate = GenerateCertificateAuthorityOperator(task_id="generate_ca", opsman_conn_id=CONN, plan=PLAN)
+        generate = GenerateCertificateAuthorityOperator(
+            task_id="generate_ca",
+            opsman_conn_id=CONN,
+            plan=PLAN,
+            custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
+            expires_within="{{ params.expires_within }}",
+        )
         initial_wait >> generate
 
     with TaskGroup("activate_new_ca"):

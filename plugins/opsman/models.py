@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from opsman.exceptions import OpsManagerResponseError
 
@@ -57,6 +59,15 @@ def parse_api_time(value: str | None) -> dt.datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return parsed
+
+
+def certificate_fingerprint(cert_pem: str) -> str | None:
+    """SHA-256 of a certificate's DER: a CA's identity, whatever dates Ops Manager records for it."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError:
+        return None
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def isoformat(value: dt.datetime | None) -> str | None:
@@ -135,6 +146,10 @@ class CertificateAuthority:
         if cert is not None:
             return cert.not_valid_after_utc
         return parse_api_time(self.expires_on)
+
+    @property
+    def fingerprint(self) -> str | None:
+        return certificate_fingerprint(self.cert_pem)
 
     @property
     def subject_key_identifier(self) -> str | None:

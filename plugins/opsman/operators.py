@@ -24,6 +24,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cryptography import x509
 
+from opsman.custom_ca import CustomCertificateAuthority, load_custom_ca
 from opsman.exceptions import (
     OpsManagerApiError,
     OpsManagerConfigError,
@@ -143,6 +144,12 @@ class OpsManagerBaseOperator(BaseOperator):
         context["ti"].xcom_push(key=WATERMARK_KEY, value=watermark)
         return watermark
 
+    def custom_ca(self, conn_id: Any, expires_within: str = "3m") -> CustomCertificateAuthority | None:
+        """The CA to upload instead of generating one, validated; None when none is configured."""
+        if not conn_id:
+            return None
+        return load_custom_ca(str(conn_id), now=dt.datetime.now(dt.timezone.utc), window_days=window_days(expires_within))
+
     def report_ca_call(self, what: str, result: CaCallResult) -> None:
         """Log a CA call's warnings and certificate lists; fail on certificates Ops Manager could not update."""
         self.log.info("%s: HTTP %d", what, result.status)
@@ -218,17 +225,25 @@ class CheckOpsManagerOperator(OpsManagerBaseOperator):
     :param if_installation_running: ``wait`` (a later sensor waits for it) or ``fail`` (templated).
     """
 
-    template_fields: Sequence[str] = (*OpsManagerBaseOperator.template_fields, "expires_within", "if_installation_running")
+    template_fields: Sequence[str] = (
+        *OpsManagerBaseOperator.template_fields, "expires_within", "if_installation_running", "custom_ca_conn_id",
+    )
 
-    def __init__(self, *, expires_within: str = "3m", if_installation_running: str = "wait", **kwargs: Any) -> None:
+    def __init__(self, *, expires_within: str = "3m", if_installation_running: str = "wait", custom_ca_conn_id: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.expires_within = expires_within
         self.if_installation_running = if_installation_running
+        self.custom_ca_conn_id = custom_ca_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.if_installation_running not in ("wait", "fail"):
             raise OpsManagerConfigError(f"if_installation_running must be wait or fail, got {self.if_installation_running!r}")
         window_days(self.expires_within)
+        # Bad input is refused before the first call to Ops Manager.
+        uploaded = self.custom_ca(self.custom_ca_conn_id, self.expires_within)
+        if uploaded is not None:
+            self.log.info("Rotating to the CA of connection '%s' (SHA-256 %s)", self.custom_ca_conn_id, uploaded.fingerprint)
         cas = self.authorities()
         expiring = self.hook.list_deployed_certificates(expires_within=self.expires_within)
         now = dt.datetime.now(dt.timezone.utc)
@@ -269,26 +284,31 @@ class PlanRotationOperator(OpsManagerBaseOperator):
 
     template_fields: Sequence[str] = (
         *OpsManagerBaseOperator.template_fields, "recent_rotation_days", "initial_apply_changes", "dry_run",
+        "custom_ca_conn_id", "expires_within",
     )
 
     def __init__(self, *, recent_rotation_days: Any = 7, initial_apply_changes: Any = True, dry_run: Any = False,
-                 **kwargs: Any) -> None:
+                 custom_ca_conn_id: Any = None, expires_within: str = "3m", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.recent_rotation_days = recent_rotation_days
         self.initial_apply_changes = initial_apply_changes
         self.dry_run = dry_run
+        self.custom_ca_conn_id = custom_ca_conn_id
+        self.expires_within = expires_within
 
     def execute(self, context: Context) -> dict[str, Any]:
         try:
             recent_days = float(self.recent_rotation_days)
         except (TypeError, ValueError):
             raise OpsManagerConfigError(f"recent_rotation_days must be a number, got {self.recent_rotation_days!r}") from None
+        uploaded = self.custom_ca(self.custom_ca_conn_id, self.expires_within)
         plan = plan_rotation(
             self.authorities(),
             self.hook.list_installations(),
             now=dt.datetime.now(dt.timezone.utc),
             recent_rotation_days=recent_days,
             initial_apply_changes=as_flag(self.initial_apply_changes, "initial_apply_changes"),
+            target_fingerprint=uploaded.fingerprint if uploaded else None,
         )
         plan.dry_run = as_flag(self.dry_run, "dry_run")
         self.log.info("%s%s", "DRY RUN, nothing will change. " if plan.dry_run else "", plan.describe())
@@ -332,16 +352,28 @@ class PendingChangesCheckOperator(OpsManagerBaseOperator):
 
 
 class GenerateCertificateAuthorityOperator(RotationStepOperator):
-    """Generate a new root CA (inactive) and return its GUID.
+    """Generate a new root CA (inactive), or upload the one of ``custom_ca_conn_id``; return its GUID.
 
     Idempotent: when an inactive CA newer than the active one already exists (an earlier try made it),
-    it adopts that CA instead of generating a second one. Any other extra CA is ambiguous: it fails
-    and lists what it found.
+    or, for an upload, an inactive CA with the same certificate, it adopts that CA instead of making
+    a second one. Any other extra CA is ambiguous: it fails and lists what it found.
+
+    :param custom_ca_conn_id: connection holding ``certificate_pem``/``private_key_pem`` of a CA to
+        upload instead of generating one (templated). See :mod:`opsman.custom_ca`.
+    :param expires_within: the uploaded CA must outlive this window (templated).
     """
 
     step = GENERATE
+    template_fields: Sequence[str] = (*RotationStepOperator.template_fields, "custom_ca_conn_id", "expires_within")
+
+    def __init__(self, *, custom_ca_conn_id: Any = None, expires_within: str = "3m", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.custom_ca_conn_id = custom_ca_conn_id
+        self.expires_within = expires_within
 
     def intent(self) -> str:
+        if self.custom_ca_conn_id:
+            return f"upload the CA of connection '{self.custom_ca_conn_id}' (inactive)"
         return "generate a new root CA (inactive)"
 
     def carry_over(self, context: Context, plan: RotationPlan) -> Any:
@@ -349,10 +381,20 @@ class GenerateCertificateAuthorityOperator(RotationStepOperator):
             context["ti"].xcom_push(key=WATERMARK_KEY, value=plan.watermarks[GENERATE])
         return plan.new_ca_guid
 
-    def _existing_new_ca(self, cas: Sequence[CertificateAuthority]) -> CertificateAuthority | None:
+    def _existing_new_ca(
+        self, cas: Sequence[CertificateAuthority], uploaded: CustomCertificateAuthority | None = None
+    ) -> CertificateAuthority | None:
         active, inactive = split_active(cas)
         if not inactive:
             return None
+        if uploaded is not None:
+            same = [ca for ca in inactive if ca.fingerprint == uploaded.fingerprint]
+            if len(inactive) == 1 and same:
+                return same[0]
+            raise RotationStateError(
+                f"besides the active CA {active.guid} Ops Manager has inactive CA(s) "
+                f"{', '.join(ca.guid for ca in inactive)} that are not the CA to upload. Clean up first."
+            )
         newer = [ca for ca in inactive if is_newer(ca, active)]
         if len(inactive) == 1 and len(newer) == 1:
             return newer[0]
@@ -364,26 +406,31 @@ class GenerateCertificateAuthorityOperator(RotationStepOperator):
         )
 
     def run_step(self, context: Context) -> str:
-        existing = self._existing_new_ca(self.authorities())
+        uploaded = self.custom_ca(self.custom_ca_conn_id, self.expires_within)
+        existing = self._existing_new_ca(self.authorities(), uploaded)
         if existing is not None:
-            self.log.info("Adopting CA %s, generated earlier and still inactive; not generating another", existing.guid)
+            self.log.info("Adopting CA %s, made earlier and still inactive; not making another", existing.guid)
             new_ca = existing
         else:
             try:
-                result = self.hook.generate_certificate_authority()
+                if uploaded is not None:
+                    result = self.hook.create_certificate_authority(uploaded.cert_pem, uploaded.private_key_pem)
+                else:
+                    result = self.hook.generate_certificate_authority()
             except OpsManagerTransientError:
-                self.log.warning("The generate call's outcome is unknown; reading Ops Manager's CAs to find out")
-                new_ca = self._existing_new_ca(self.authorities())
+                self.log.warning("The call's outcome is unknown; reading Ops Manager's CAs to find out")
+                new_ca = self._existing_new_ca(self.authorities(), uploaded)
                 if new_ca is None:
                     raise
                 self.log.info("The interrupted generate call did create CA %s; adopting it", new_ca.guid)
             else:
-                self.report_ca_call("generate certificate authority", result)
+                what = "create certificate authority" if uploaded else "generate certificate authority"
+                self.report_ca_call(what, result)
                 assert result.authority is not None
                 new_ca = result.authority
                 if new_ca.active:
-                    raise RotationStateError(f"Ops Manager generated CA {new_ca.guid} as active; expected inactive")
-                self.log.info("Generated new CA %s (inactive), expires %s", new_ca.guid, new_ca.expires_on)
+                    raise RotationStateError(f"Ops Manager made CA {new_ca.guid} active at once; expected inactive")
+                self.log.info("%s: new CA %s (inactive), expires %s", what, new_ca.guid, new_ca.expires_on)
         self.push_watermark(context)
         return new_ca.guid
 

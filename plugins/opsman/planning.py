@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from opsman.exceptions import RotationStateError
-from opsman.models import CertificateAuthority, Installation, InstallationStatus, isoformat
+from opsman.models import CertificateAuthority, Installation, InstallationStatus, isoformat, parse_api_time
 
 # The steps of the documented procedure, in order. Apply Changes steps are named after the change they carry.
 INITIAL_APPLY = "initial_apply_changes"
@@ -90,6 +90,21 @@ def _watermark_before(installations: Sequence[Installation], moment: dt.datetime
     return max(before, default=0)
 
 
+def _added_at(ca: CertificateAuthority, uploaded: bool) -> dt.datetime | None:
+    """When the CA appeared on Ops Manager, or None when that cannot be known to the second.
+
+    A generated CA's certificate starts at its creation. An uploaded CA's does not (the corporate
+    PKI may have issued it long before), so only a ``created_on`` with a time of day will do.
+    """
+    if not uploaded:
+        return ca.created_at
+    return parse_api_time(ca.created_on) if "T" in ca.created_on else None
+
+
+def _succeeded_since(installations: Sequence[Installation], moment: dt.datetime | None) -> list[Installation]:
+    return [] if moment is None else _succeeded_after(installations, moment)
+
+
 def _table(cas: Sequence[CertificateAuthority]) -> str:
     return "; ".join(
         f"{ca.guid} ({'active' if ca.active else 'inactive'}, made {isoformat(ca.created_at) or '?'})" for ca in cas
@@ -103,8 +118,13 @@ def plan_rotation(
     now: dt.datetime,
     recent_rotation_days: float,
     initial_apply_changes: bool = True,
+    target_fingerprint: str | None = None,
 ) -> RotationPlan:
-    """The plan for a rotation, from the CAs and installations Ops Manager lists."""
+    """The plan for a rotation, from the CAs and installations Ops Manager lists.
+
+    With ``target_fingerprint`` (rotating to an uploaded CA) the new CA is recognised by its
+    certificate, not by its age: a corporate CA may have been issued before the current one.
+    """
     active = [ca for ca in cas if ca.active]
     inactive = [ca for ca in cas if not ca.active]
     if len(active) != 1 or len(inactive) > 1 or any(ca.created_at is None for ca in cas):
@@ -115,17 +135,25 @@ def plan_rotation(
     (current,) = active
     newest_id = installations[0].id if installations else 0
     done: dict[str, str] = {}
+    if target_fingerprint is not None and inactive and target_fingerprint not in {ca.fingerprint for ca in cas}:
+        raise RotationStateError(
+            f"neither CA on Ops Manager is the CA to upload: {_table(cas)}. Finish or clean up the other rotation first."
+        )
 
     if not inactive:
         age = now - current.created_at
-        if age >= dt.timedelta(days=recent_rotation_days):
+        is_target = target_fingerprint is not None and current.fingerprint == target_fingerprint
+        if not is_target and (target_fingerprint is not None or age >= dt.timedelta(days=recent_rotation_days)):
             if not initial_apply_changes:
                 done[INITIAL_APPLY] = "Param initial_apply_changes is false"
             return RotationPlan(NOT_STARTED, current.guid, None, done, {}, current.subject_key_identifier)
-        # The ambiguous end: one young CA is the end of a rotation, not a reason to start another.
-        applies = _succeeded_after(installations, current.created_at)
+        # The ambiguous end: one young CA (or the uploaded one) is the end of a rotation, not a reason for another.
+        applies = _succeeded_since(installations, _added_at(current, is_target))
         for step in STEPS[:-1]:
-            done[step] = f"the only CA, {current.guid}, was made {age.days} day(s) ago: the old CA is already deleted"
+            done[step] = (
+                f"the only CA, {current.guid}, is the uploaded CA" if is_target
+                else f"the only CA, {current.guid}, was made {age.days} day(s) ago"
+            ) + ": the old CA is already deleted"
         if len(applies) >= 3:
             done[APPLY_DELETE] = (
                 f"{len(applies)} Apply Changes succeeded since CA {current.guid} was made "
@@ -134,14 +162,19 @@ def plan_rotation(
         return RotationPlan(OLD_CA_DELETED, None, current.guid, done, {DELETE: newest_id})
 
     (other,) = inactive
-    if other.created_at > current.created_at:
+    if target_fingerprint is not None:
+        other_is_new = other.fingerprint == target_fingerprint
+    else:
+        other_is_new = other.created_at > current.created_at
+    if other_is_new:
         new, old = other, current
         done[INITIAL_APPLY] = f"the new CA {new.guid} exists already"
         done[GENERATE] = f"CA {new.guid} was generated at {isoformat(new.created_at)} and is inactive"
-        applies = _succeeded_after(installations, new.created_at)
+        added = _added_at(new, target_fingerprint is not None)
+        applies = _succeeded_since(installations, added)
         if applies:
             done[APPLY_NEW_CA] = f"installation {applies[0].id} started after CA {new.guid} was made and succeeded"
-        watermarks = {GENERATE: _watermark_before(installations, new.created_at)}
+        watermarks = {GENERATE: _watermark_before(installations, added) if added else newest_id}
         return RotationPlan(GENERATED, old.guid, new.guid, done, watermarks, old.subject_key_identifier)
 
     new, old = current, other
