@@ -89,8 +89,9 @@ def base_env(home: Path, port: int, values: dict[str, str]) -> dict[str, str]:
     env.update(
         {
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            # OPSMAN_DAGS_FOLDER / OPSMAN_PLUGINS_FOLDER: run another checkout's DAGs and plugins.
+            "AIRFLOW__CORE__DAGS_FOLDER": os.environ.get("OPSMAN_DAGS_FOLDER") or str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": os.environ.get("OPSMAN_PLUGINS_FOLDER") or str(REPO / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__FERNET_KEY": values["fernet_key"],
             "AIRFLOW__API_AUTH__JWT_SECRET": values["jwt_secret"],

@@ -65,7 +65,15 @@ class LocalAirflow:
         return "\n".join(str(e.get("event", "")) if isinstance(e, dict) else str(e) for e in content or [])
 
     def links(self, run_id: str, task_id: str) -> dict[str, str | None]:
-        return self.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/links")
+        body = self.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/links")
+        return body.get("extra_links", body)
+
+    def reset_simulator(self) -> None:
+        """Back to one old CA and no recent rotation, so every test rotates from the same start."""
+        import requests
+
+        r = requests.post(f"{self.info['simulator_url']}/_simulator/reset", verify=self.info["simulator_ca"], timeout=30)
+        r.raise_for_status()
 
     def xcom(self, run_id: str, task_id: str, key: str = "return_value") -> Any:
         return self.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")["value"]

@@ -48,22 +48,18 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, request):
+def page(browser):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, ignore_https_errors=True)
     context.set_default_timeout(30_000)
     page = context.new_page()
-    yield page
-    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-        page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
-    context.close()
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):  # noqa: ARG001 (pytest hook in a test module is not collected)
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, f"rep_{rep.when}", rep)
+    try:
+        yield page
+    finally:
+        try:  # the last state of the page, whatever happened (overwritten by each test)
+            page.screenshot(path=str(ARTIFACTS / "last-page.png"), full_page=True)
+        finally:
+            context.close()
 
 
 def shot(page, name: str) -> None:
@@ -72,6 +68,7 @@ def shot(page, name: str) -> None:
 
 def test_rotation_from_the_ui(local_airflow, page):
     url = local_airflow.url
+    local_airflow.reset_simulator()
     params = local_airflow.api.request("GET", f"/api/v2/dags/{DAG_ID}/details")["params"]
     assert {"opsman_conn_id", "poll_interval_seconds"} <= set(params)
 
@@ -151,16 +148,20 @@ def test_rotation_from_the_ui(local_airflow, page):
     links = local_airflow.links(run_id, "delete_old_ca.apply_changes")
     if "Ops Manager installation" not in links:
         pytest.skip("OpsManagerInstallationLink is not wired on ApplyChangesOperator yet (operator_extra_links)")
-    page.goto(f"{url}/dags/{DAG_ID}/runs/{run_id}/tasks/delete_old_ca.apply_changes")
+    page.goto(f"{url}/dags/{DAG_ID}/runs/{run_id}/tasks/delete_old_ca.apply_changes/details")
     link = page.get_by_role("link", name="Ops Manager installation")
-    if link.count() == 0:
-        link = page.get_by_role("button", name="Ops Manager installation")
-    link.first.wait_for()
-    shot(page, "06-extra-link-button")
-    with page.context.expect_page() as new_page:
-        link.first.click()
-    target = new_page.value
-    target.wait_for_load_state()
-    assert target.url == links["Ops Manager installation"]
-    assert target.url.startswith(local_airflow.info["simulator_url"] + "/installation_logs/")
+    link.wait_for()
+    link.scroll_into_view_if_needed()
+    shot(page, "06-extra-link")
+    expected = links["Ops Manager installation"]
+    assert link.get_attribute("href") == expected
+    assert expected.startswith(local_airflow.info["simulator_url"] + "/installation_logs/")
+    if link.get_attribute("target") == "_blank":
+        with page.context.expect_page() as new_page:
+            link.click()
+        target = new_page.value
+    else:
+        link.click()
+        target = page
+    target.wait_for_url(expected)
     target.screenshot(path=str(ARTIFACTS / "07-extra-link-target.png"))

@@ -29,6 +29,7 @@ def test_rotation_through_the_rest_api(local_airflow):
     dag = local_airflow.api.request("GET", f"/api/v2/dags/{DAG_ID}")
     assert dag["is_paused"] is False
 
+    local_airflow.reset_simulator()
     started = time.monotonic()
     run_id = local_airflow.trigger({"poll_interval_seconds": 1}, prefix="rest")
     state = local_airflow.wait_for_run(run_id)
