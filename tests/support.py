@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 
@@ -63,3 +64,44 @@ def wait_for_installation(sim, hook, installation_id: int, timeout: float = 20.0
 def api_writes(sim) -> list[dict]:
     """Journal entries that could change Ops Manager (token requests excluded)."""
     return [e for e in sim.journal() if e["method"] in ("POST", "PUT", "PATCH", "DELETE") and e["path"].startswith("/api/")]
+
+
+def check_rotation_invariants(sim, old_guid: str, installs_started: int | None = None) -> None:
+    """The rotation is complete, and it never did anything unsafe on the way (journal and state).
+
+    :param installs_started: if given, exactly this many ``POST /api/v0/installations`` were accepted
+        (one per Apply Changes step: never two for one step).
+    """
+    state = sim.state()
+    journal = sim.journal()
+    (new,) = state["certificate_authorities"]
+    assert new["active"] and new["guid"] != old_guid
+    assert old_guid in state["deleted_certificate_authorities"]
+    assert all(leaf["issuer_ca_guid"] != old_guid for leaf in state["leaves"])
+    # Exactly one CA generated in total, and the active CA never deleted.
+    assert len([e for e in journal if e["path"] == "/api/v0/certificate_authorities/generate" and e["status"] == 200]) == 1
+    deletes = [e for e in journal if e["method"] == "DELETE" and e["path"].startswith("/api/v0/certificate_authorities/")]
+    deleted = [e for e in deletes if e["status"] == 200]
+    assert deleted and all(e["status"] != 422 for e in deletes), "the active CA was never asked to be deleted"
+    # The old CA was deleted only after an Apply Changes that started after the last regenerate succeeded.
+    last_regenerate = max(e["seq"] for e in journal if e["path"] == "/api/v0/certificate_authorities/active/regenerate")
+    regenerate_time = next(e["finished_at"] for e in journal if e["seq"] == last_regenerate)
+    delete_time = deleted[0]["started_at"]
+    deployed_leaves = [
+        i for i in state["installations"]
+        if i["status"] == "succeeded" and _epoch(i["started_at"]) > regenerate_time and _epoch(i["finished_at"]) < delete_time
+    ]
+    assert deployed_leaves, "the old CA was deleted before the regenerated certificates were deployed"
+    # Never two installations at once, and the last one succeeded after the delete.
+    last = max(state["installations"], key=lambda i: i["id"])
+    assert last["status"] == "succeeded" and _epoch(last["started_at"]) > delete_time
+    runs = sorted((_epoch(i["started_at"]), _epoch(i["finished_at"] or i["started_at"])) for i in state["installations"])
+    assert all(earlier[1] <= later[0] for earlier, later in zip(runs, runs[1:])), "two installations overlapped"
+    if installs_started is not None:
+        accepted = [e for e in journal if (e["method"], e["path"]) == ("POST", "/api/v0/installations") and e["status"] == 200]
+        assert len(accepted) == installs_started, f"{len(accepted)} Apply Changes started, expected {installs_started}"
+    assert state["max_concurrent_requests"] <= 1, "two API calls were in flight at once"
+
+
+def _epoch(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

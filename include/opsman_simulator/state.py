@@ -161,6 +161,7 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "ca_warnings": [DEFAULT_WARNING],
     "regenerate_failed": [],
     "log_bytes_per_second": 0,
+    "apply_seconds": None,
 }
 
 
@@ -879,7 +880,8 @@ class Store:
             "user_name": user_name,
             "status": "running",
             "started_at": now,
-            "duration_seconds": float(self.config.apply_seconds),
+            # The apply_seconds fault (tests) overrides --apply-seconds for installations started while armed.
+            "duration_seconds": float(self.faults.get("apply_seconds") or self.config.apply_seconds),
             "finished_at": None,
             "will_fail": will_fail,
             "log_bytes_per_second": int(self.faults.get("log_bytes_per_second") or 0),
@@ -1193,7 +1195,7 @@ class Store:
         allowed = {
             "fail_next_installs", "status_burst", "drop_next", "latency", "revoke_tokens", "token_ttl",
             "ca_status_207", "ca_warnings", "regenerate_failed", "stage_pending_change",
-            "clear_pending_changes", "log_bytes_per_second",
+            "clear_pending_changes", "log_bytes_per_second", "apply_seconds",
         }
         unknown = set(body) - allowed
         if unknown:
@@ -1234,6 +1236,11 @@ class Store:
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError("log_bytes_per_second must be a non-negative integer")
             new["log_bytes_per_second"] = v
+        if "apply_seconds" in body:
+            v = body["apply_seconds"]
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+                raise ValueError("apply_seconds must be a non-negative number or null")
+            new["apply_seconds"] = v
         stage = body.get("stage_pending_change")
         if stage is not None:
             if not isinstance(stage, dict) or stage.get("product_guid") not in self.product_guids():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.state import DagRunState, TaskInstanceState
-from support import api_writes, wait_for_installation
+from support import api_writes, check_rotation_invariants, wait_for_installation
 
 from opsman.hooks import OpsManagerHook
 from opsman.models import ApplyChangesOptions, InstallationStatus
@@ -52,37 +52,6 @@ def partial_rotation(sim, hook, steps: int) -> tuple[str, str]:
     return old.guid, new
 
 
-def check_invariants(sim, old_guid: str):
-    state = sim.state()
-    journal = sim.journal()
-    (new,) = state["certificate_authorities"]
-    assert new["active"] and new["guid"] != old_guid
-    assert old_guid in state["deleted_certificate_authorities"]
-    assert all(leaf["issuer_ca_guid"] != old_guid for leaf in state["leaves"])
-    # Exactly one CA generated in total, and the active CA never deleted.
-    assert len([e for e in journal if e["path"] == "/api/v0/certificate_authorities/generate" and e["status"] == 200]) == 1
-    deletes = [e for e in journal if e["method"] == "DELETE" and e["path"].startswith("/api/v0/certificate_authorities/")]
-    assert deletes and all(e["status"] == 200 for e in deletes[:1]) and all(e["status"] != 422 for e in deletes)
-    # The old CA was deleted only after an Apply Changes that started after the last regenerate succeeded.
-    last_regenerate = max(e["seq"] for e in journal if e["path"] == "/api/v0/certificate_authorities/active/regenerate")
-    regenerate_time = next(e["finished_at"] for e in journal if e["seq"] == last_regenerate)
-    delete_time = deletes[0]["started_at"]
-    deployed_leaves = [
-        i for i in state["installations"]
-        if i["status"] == "succeeded" and _epoch(i["started_at"]) > regenerate_time and _epoch(i["finished_at"]) < delete_time
-    ]
-    assert deployed_leaves, "the old CA was deleted before the regenerated certificates were deployed"
-    # Never two installations at once, and the last one succeeded after the delete.
-    last = max(state["installations"], key=lambda i: i["id"])
-    assert last["status"] == "succeeded" and _epoch(last["started_at"]) > delete_time
-
-
-def _epoch(text: str) -> float:
-    import datetime as dt
-
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 STOPS = {
     1: "generated",
     2: "generated and applied",
@@ -103,7 +72,7 @@ def test_a_new_run_finishes_a_rotation_stopped_after_each_step(sim, airflow_db, 
     task_states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert task_states["create_new_ca.generate_ca"] == TaskInstanceState.SKIPPED
     assert task_states["verify.verify_rotation"] == TaskInstanceState.SUCCESS
-    check_invariants(sim, old_guid)
+    check_rotation_invariants(sim, old_guid)
     (final,) = sim.state()["certificate_authorities"]
     assert final["guid"] == new_guid, "the run finished the rotation it found, it did not start another"
 
@@ -116,7 +85,7 @@ def test_a_run_after_a_failed_apply_changes_finishes_the_rotation(sim, airflow_d
     assert first.state == DagRunState.FAILED
     second = run_dag(initial_apply_changes=False)
     assert second.state == DagRunState.SUCCESS
-    check_invariants(sim, old_guid)
+    check_rotation_invariants(sim, old_guid)
 
 
 @pytest.mark.e2e

@@ -238,6 +238,7 @@ class TestTransientFailures:
 
 class TestInstallations:
     def test_apply_changes_runs_to_success_with_a_growing_log(self, sim):
+        sim.faults(apply_seconds=3)
         hook = OpsManagerHook()
         before = hook.list_installations()
         installation_id = hook.apply_changes(ApplyChangesOptions(deploy_products="all"))
@@ -256,6 +257,7 @@ class TestInstallations:
         assert done.finished_at is not None and done.duration_seconds >= 0.5
 
     def test_a_second_apply_changes_while_one_runs_is_refused(self, sim):
+        sim.faults(apply_seconds=30)
         hook = OpsManagerHook()
         hook.apply_changes(ApplyChangesOptions())
         with pytest.raises(OpsManagerApiError) as err:
@@ -279,6 +281,7 @@ class TestInstallations:
 
 class TestAsyncHook:
     def test_status_and_logs_with_its_own_token(self, sim):
+        sim.faults(apply_seconds=30)
         installation_id = OpsManagerHook().apply_changes(ApplyChangesOptions())
 
         async def read():
@@ -289,6 +292,7 @@ class TestAsyncHook:
         assert status is InstallationStatus.RUNNING and isinstance(logs, str)
 
     def test_async_reads_retry_through_a_503_burst(self, sim):
+        sim.faults(apply_seconds=30)
         installation_id = OpsManagerHook().apply_changes(ApplyChangesOptions())
         sim.faults(status_burst={"status": 503, "count": 2, "methods": ["GET"], "path_prefix": "/api/v0/installations"})
         status = asyncio.run(OpsManagerAsyncHook().get_installation_status(installation_id))

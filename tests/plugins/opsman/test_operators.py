@@ -243,6 +243,7 @@ class TestApplyChanges:
 
 class TestPreflight:
     def test_a_running_installation_fails_the_run_when_asked(self, sim):
+        sim.faults(apply_seconds=30)
         running = OpsManagerHook().apply_changes(ApplyChangesOptions())
         sim.clear_journal()
         with pytest.raises(AirflowFailException) as err:
@@ -251,6 +252,7 @@ class TestPreflight:
         assert api_writes(sim) == []
 
     def test_a_running_installation_is_handed_to_the_waiting_sensor(self, sim):
+        sim.faults(apply_seconds=30)
         running = OpsManagerHook().apply_changes(ApplyChangesOptions())
         result = CheckOpsManagerOperator(task_id="check").execute(task_context())
         assert result["running_installation_id"] == running

@@ -57,6 +57,7 @@ class TestPokeMode:
 
 class TestDeferrable:
     def test_defers_to_a_trigger_that_only_reads(self, sim):
+        sim.faults(apply_seconds=3)
         installation_id = start_install(sim)
         op = sensor(installation_id)
         with pytest.raises(TaskDeferred) as deferred:
@@ -95,6 +96,7 @@ class TestDeferrable:
             sensor(99999).execute_complete(task_context(), event)
 
     def test_trigger_gives_up_at_its_deadline(self, sim):
+        sim.faults(apply_seconds=30)
         installation_id = start_install(sim)
         event = run_trigger(InstallationTrigger("opsman_default", installation_id, poll_interval_seconds=0.2, end_time=0))
         assert event["status"] == "timeout"

@@ -1,0 +1,189 @@
+"""Full rotations under one fault each; the invariants hold and the rotation completes.
+
+Run on its own with ``./dev test -m faults``. The table of results is written into the README
+(between the ``fault-matrix`` markers) by this suite, from what each case observed.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.utils.state import DagRunState
+from support import check_rotation_invariants, connection_json
+
+pytestmark = [pytest.mark.faults, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+ROWS: dict[str, tuple[str, str, str]] = {}
+
+
+class Injector:
+    """Calls ``action`` every ``interval`` seconds on a thread until stopped (bounded in time)."""
+
+    def __init__(self, action, interval: float, limit: float = 120.0) -> None:
+        self.action, self.interval, self.limit = action, interval, limit
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self.stopped.wait(self.interval) and time.monotonic() < deadline:
+            if self.action() is False:
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+
+def rotate(**conf):
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["opsman_ca_rotation"]
+    for task in dag.tasks:
+        task.retry_delay = timedelta(seconds=1)  # a retry in seconds, not minutes, for the suite
+    return dag.test(run_conf={"poll_interval_seconds": 1, "initial_apply_changes": False, **conf})
+
+
+@dataclass
+class Case:
+    name: str
+    injected: str
+    expect_in_log: str  # what the user sees in the task log
+    installs: int = 3
+
+
+@pytest.fixture
+def faulty(sim, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPSMAN_DEFAULT", connection_json(sim, read_retries=8, retry_backoff_seconds=0.2, request_timeout=5)
+    )
+    (old,) = sim.state()["certificate_authorities"]
+    sim.clear_journal()
+    return sim, old["guid"]
+
+
+def record(case: Case, output: str) -> None:
+    seen = re.search(case.expect_in_log, output)
+    assert seen, f"the task log does not show {case.expect_in_log!r}"
+    line = next(l for l in output.splitlines() if seen.group(0) in l)
+    message = re.sub(r"^\S+ \[\w+\s*\] ", "", line).split(" [")[0].strip()
+    ROWS[case.name] = (case.injected, message[:160], "survived: rotation completed, invariants held")
+
+
+def survive(sim, old_guid, case: Case, capfd, dag_run) -> None:
+    assert dag_run.state == DagRunState.SUCCESS
+    check_rotation_invariants(sim, old_guid, installs_started=case.installs)
+    record(case, "".join(capfd.readouterr()))
+
+
+def test_5xx_bursts_on_reads(faulty, airflow_db, capfd):
+    sim, old = faulty
+    case = Case("5xx bursts on reads", "503 with an HTML body on 2 GETs, re-armed every 0.7 s",
+                r"attempt \d of 8 failed \(.*HTTP 503.*\); retrying")
+    with Injector(lambda: sim.faults(status_burst={"status": 503, "count": 2, "methods": ["GET"], "path_prefix": "/api/"}), 0.7):
+        dag_run = rotate()
+    survive(sim, old, case, capfd, dag_run)
+
+
+def test_answers_lost_after_writes(faulty, airflow_db, capfd):
+    sim, old = faulty
+    case = Case("connection dropped after a write was processed (as a worker killed mid-call)",
+                "the next API call's connection closed after Ops Manager acted, re-armed every 1.3 s",
+                r"outcome is unknown|did not answer cleanly|attempt \d of 8 failed")
+    with Injector(lambda: sim.faults(drop_next={"count": 1, "path_prefix": "/api/v0/", "when": "after"}), 1.3):
+        dag_run = rotate()
+    survive(sim, old, case, capfd, dag_run)
+
+
+def test_connections_dropped_before_the_request(faulty, airflow_db, capfd):
+    sim, old = faulty
+    case = Case("connection dropped before the request reached Ops Manager",
+                "the next API call's connection closed unprocessed, re-armed every 1.1 s",
+                r"may or may not have reached Ops Manager")
+    with Injector(lambda: sim.faults(drop_next={"count": 1, "path_prefix": "/api/v0/", "when": "before"}), 1.1):
+        dag_run = rotate()
+    survive(sim, old, case, capfd, dag_run)
+
+
+def test_slow_responses_past_the_client_timeout(faulty, airflow_db, capfd, monkeypatch):
+    sim, old = faulty
+    monkeypatch.setenv("AIRFLOW_CONN_OPSMAN_DEFAULT", connection_json(sim, read_retries=8, retry_backoff_seconds=0.2,
+                                                                      request_timeout=1))
+    case = Case("slow responses past the client timeout", "a GET delayed 2.5 s (timeout 1 s), re-armed every 2 s",
+                r"attempt \d of 8 failed \(.*Timeout.*\); retrying")
+    with Injector(lambda: sim.faults(latency={"seconds": 2.5, "count": 1, "methods": ["GET"], "path_prefix": "/api/"}), 2.0):
+        dag_run = rotate()
+    survive(sim, old, case, capfd, dag_run)
+
+
+def test_token_ttl_shorter_than_an_apply_changes(faulty, airflow_db, capfd):
+    sim, old = faulty
+    sim.faults(token_ttl=1)
+    case = Case("UAA token TTL (1 s) shorter than one Apply Changes", "token_ttl=1 on the UAA", r"Installation \d+ succeeded")
+    dag_run = rotate()
+    survive(sim, old, case, capfd, dag_run)
+    tokens = [e for e in sim.journal() if e["path"] == "/uaa/oauth/token"]
+    assert len(tokens) > 3 and not [e for e in sim.journal() if e["status"] == 401], "refreshed before expiry, never a 401"
+
+
+def test_401_on_a_token_the_client_believes_valid(faulty, airflow_db, capfd):
+    sim, old = faulty
+    case = Case("401 on a token the client still believes valid", "every issued token revoked every 1 s",
+                r"Ops Manager rejected the UAA token; fetching a new one")
+    with Injector(lambda: sim.faults(revoke_tokens=True), 1.0):
+        dag_run = rotate()
+    survive(sim, old, case, capfd, dag_run)
+
+
+def test_a_failed_apply_changes_then_the_run_is_triggered_again(faulty, airflow_db, capfd):
+    sim, old = faulty
+    sim.faults(fail_next_installs=1)
+    first = rotate()
+    assert first.state == DagRunState.FAILED
+    case = Case("an Apply Changes that fails, then the run is triggered again", "the first installation fails",
+                r"Apply Changes \(installation \d+\) failed\. Fix the cause", installs=4)
+    second = rotate()
+    survive(sim, old, case, capfd, second)
+
+
+def test_the_simulator_restarted_during_an_apply_changes(faulty, airflow_db, capfd):
+    sim, old = faulty
+
+    def restart_once_while_installing():
+        if any(i["status"] == "running" for i in sim.state()["installations"]):
+            sim.restart()
+            return False
+        return True
+
+    case = Case("Ops Manager restarted in the middle of an Apply Changes", "simulator stopped and started during installation",
+                r"attempt \d of 8 failed \(.*(Connection|no HTTP response).*\); retrying|installation \d+\] ")
+    with Injector(restart_once_while_installing, 0.3):
+        dag_run = rotate()
+    survive(sim, old, case, capfd, dag_run)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def write_fault_table():
+    yield
+    if not ROWS:
+        return
+    lines = ["| fault | how it was injected | what the user sees in the task log | result |", "|---|---|---|---|"]
+    lines += [f"| {name} | {how} | `{seen.replace('|', '/')}` | {result} |" for name, (how, seen, result) in ROWS.items()]
+    table = "\n".join(lines)
+    text = README.read_text()
+    start, end = "<!-- fault-matrix:start -->", "<!-- fault-matrix:end -->"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
+        README.write_text(f"{before}{start}\n{table}\n{end}{after}")
