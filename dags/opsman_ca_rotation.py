@@ -8,11 +8,16 @@ regenerate the non-configurable certificates (+ Apply Changes) → delete the ol
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.sdk import DAG, Param, TaskGroup, task
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, Asset, Param, TaskGroup, task
+from airflow.sdk.exceptions import AirflowSkipException
+from opsman.expiry import ExpiryReportOperator, RotationDueOperator
+from opsman.fleet import Fleet, Foundation, load_fleet
 from opsman.hooks import OpsManagerHook
+from opsman.models import isoformat
 from opsman.operators import (
     AFTER_INSTALLATION_KEY,
     WATERMARK_KEY,
@@ -26,6 +31,7 @@ from opsman.operators import (
     RegenerateCertificatesOperator,
     VerifyCertificateAuthoritiesOperator,
     VerifyRotationOperator,
+    format_table,
 )
 from opsman.planning import APPLY_DELETE, APPLY_LEAVES, APPLY_NEW_CA, INITIAL_APPLY
 from opsman.sensors import ApplyChangesSensor
@@ -55,54 +61,28 @@ Re-triggering after any failure finishes the rotation from Ops Manager's state: 
 a second CA, deletes the active or the new CA, or starts an Apply Changes while one runs.
 """
 
+FLEET_DOC_MD = """
+#### Foundation `{f.name}` (connection `{f.conn_id}`, pool `{f.pool}`)
 
-def apply_changes(step: str, after_task_id: str) -> tuple[ApplyChangesOperator, ApplyChangesSensor]:
-    """Apply Changes carrying the change made by ``after_task_id``, then wait for it to succeed."""
-    start = ApplyChangesOperator(
-        task_id="apply_changes",
-        step=step,
-        plan=PLAN,
-        opsman_conn_id=CONN,
-        after_installation_id=f"{{{{ ti.xcom_pull(task_ids='{after_task_id}', key='{WATERMARK_KEY}') }}}}",
-        deploy_products="{{ params.deploy_products }}",
-        errands="{{ params.errands }}",
-        recreate_vms="{{ params.recreate_vms }}",
-        ignore_warnings="{{ params.ignore_warnings }}",
-        force_latest_variables="{{ params.force_latest_variables }}",
-        apply_changes_mode="{{ params.apply_changes_mode }}",
-        wait_poll_seconds=POLL,
-    )
-    wait = ApplyChangesSensor(
-        task_id="wait_for_apply_changes",
-        opsman_conn_id=CONN,
-        installation_id=start.output,
-        after_installation_id=f"{{{{ ti.xcom_pull(task_ids='{start.task_id}', key='{AFTER_INSTALLATION_KEY}') }}}}",
-        poll_interval_seconds=POLL,
-    )
-    start >> wait
-    return start, wait
+From the fleet file. Scheduled runs (`{f.schedule}`) start with `rotation_due`: they rotate only when
+the active root CA, or a leaf certificate the rotation re-issues, expires within `{f.expires_within}` (or a
+rotation was left half done); otherwise every later task is skipped and the reason is in that task's log.
+Manual runs rotate regardless unless `only_if_due` is set. Every task runs in the one-slot pool
+`{f.pool}`, shared with the expiry report, so one conversation at a time reaches this Ops Manager.
+A successful rotation emits an event of Asset `opsman_root_ca__{f.name}`.
+"""
+#: Fleet DAGs are scheduled; with catchup off only the latest interval runs.
+FLEET_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
-with DAG(
-    dag_id="opsman_ca_rotation",
-    description="Rotate the root CA of an Ops Manager foundation through its API",
-    doc_md=DOC_MD,
-    schedule=None,
-    max_active_runs=1,
-    catchup=False,
-    render_template_as_native_obj=True,
-    tags={"opsman", "certificates"},
-    default_args={
-        "owner": "platform",
-        "retries": 3,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-        # Steps the plan marks done end skipped; the steps after them must still run. A failure
-        # still stops everything after it (upstream_failed).
-        "trigger_rule": "none_failed",
-    },
-    params={
+def root_ca_asset(foundation: Foundation) -> Asset:
+    """The foundation's root CA as an Airflow Asset: schedule follow-up DAGs on it."""
+    return Asset(name=f"opsman_root_ca__{foundation.name}", uri=f"opsman://{foundation.name}/root-ca", group="opsman")
+
+
+def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
+    """The trigger form; a foundation's DAG fixes the connection and takes its defaults from the fleet file."""
+    params = {
         "opsman_conn_id": Param(
             "opsman_default", type="string", minLength=1, title="Ops Manager connection",
             description="Airflow connection (type opsman) of the foundation to rotate.", section="Foundation",
@@ -172,109 +152,293 @@ with DAG(
             False, type="boolean", title="Ignore warnings", section="Apply Changes",
             description="Bypass ignorable verifier warnings on each Apply Changes.",
         ),
-    },
-) as dag:
-    with TaskGroup("preflight"):
-        check = CheckOpsManagerOperator(
-            task_id="check_ops_manager",
-            opsman_conn_id=CONN,
-            expires_within="{{ params.expires_within }}",
-            if_installation_running="{{ params.if_installation_running }}",
-            custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
-        )
-        wait_running = ApplyChangesSensor(
-            task_id="wait_for_running_installation",
-            opsman_conn_id=CONN,
-            installation_id="{{ ti.xcom_pull(task_ids='preflight.check_ops_manager')['running_installation_id'] }}",
-            poll_interval_seconds=POLL,
-        )
-        plan = PlanRotationOperator(
-            task_id="plan_rotation",
-            opsman_conn_id=CONN,
-            recent_rotation_days="{{ params.recent_rotation_days }}",
-            initial_apply_changes="{{ params.initial_apply_changes }}",
-            dry_run="{{ params.dry_run }}",
-            custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
-            expires_within="{{ params.expires_within }}",
-        )
-        pending = PendingChangesCheckOperator(
-            task_id="check_pending_changes",
-            opsman_conn_id=CONN,
-            plan=PLAN,
-            allow_pending_changes="{{ params.allow_pending_changes }}",
-        )
-        check >> wait_running >> plan >> pending
+    }
+    if foundation is None:
+        return params
+    params["opsman_conn_id"] = Param(
+        foundation.conn_id, type="string", enum=[foundation.conn_id], title="Ops Manager connection", section="Foundation",
+        description=f"Foundation {foundation.name}: its connection is fixed (its pool serializes calls to it).",
+    )
+    params["expires_within"] = Param(
+        foundation.expires_within, type="string", pattern="^[1-9][0-9]*[dwmy]$", title="Expiry window", section="Foundation",
+        description="Rotation is due when the active CA or a leaf it re-issues expires within this (e.g. 3m, 6w, 90d).",
+    )
+    params["only_if_due"] = Param(
+        False, type="boolean", title="Only if due", section="Foundation",
+        description="Manual runs rotate regardless; set true to check expiry first, as scheduled runs always do.",
+    )
+    params["poll_interval_seconds"] = Param(
+        foundation.poll_interval_seconds, type="integer", minimum=1, maximum=3600, title="Poll interval (seconds)",
+        section="Foundation", description="How often to ask Ops Manager whether an Apply Changes has finished.",
+    )
+    for name, value in foundation.param_defaults.items():
+        old = params[name]
+        params[name] = Param(value, **old.schema, description=old.description)
+    return params
 
-    with TaskGroup("initial_apply_changes"):
-        initial_apply, initial_wait = apply_changes(INITIAL_APPLY, "preflight.check_ops_manager")
-        pending >> initial_apply
 
-    with TaskGroup("create_new_ca"):
-        generate = GenerateCertificateAuthorityOperator(
-            task_id="generate_ca",
-            opsman_conn_id=CONN,
-            plan=PLAN,
-            custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
-            expires_within="{{ params.expires_within }}",
-        )
-        initial_wait >> generate
+def apply_changes(step: str, after_task_id: str) -> tuple[ApplyChangesOperator, ApplyChangesSensor]:
+    """Apply Changes carrying the change made by ``after_task_id``, then wait for it to succeed."""
+    start = ApplyChangesOperator(
+        task_id="apply_changes",
+        step=step,
+        plan=PLAN,
+        opsman_conn_id=CONN,
+        after_installation_id=f"{{{{ ti.xcom_pull(task_ids='{after_task_id}', key='{WATERMARK_KEY}') }}}}",
+        deploy_products="{{ params.deploy_products }}",
+        errands="{{ params.errands }}",
+        recreate_vms="{{ params.recreate_vms }}",
+        ignore_warnings="{{ params.ignore_warnings }}",
+        force_latest_variables="{{ params.force_latest_variables }}",
+        apply_changes_mode="{{ params.apply_changes_mode }}",
+        wait_poll_seconds=POLL,
+    )
+    wait = ApplyChangesSensor(
+        task_id="wait_for_apply_changes",
+        opsman_conn_id=CONN,
+        installation_id=start.output,
+        after_installation_id=f"{{{{ ti.xcom_pull(task_ids='{start.task_id}', key='{AFTER_INSTALLATION_KEY}') }}}}",
+        poll_interval_seconds=POLL,
+    )
+    start >> wait
+    return start, wait
 
-    with TaskGroup("activate_new_ca"):
-        verify_new_ca = VerifyCertificateAuthoritiesOperator(
-            task_id="verify_new_ca_inactive", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
-        )
-        apply_new_ca, wait_new_ca = apply_changes(APPLY_NEW_CA, "create_new_ca.generate_ca")
-        activate = ActivateCertificateAuthorityOperator(
-            task_id="activate_ca", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
-        )
-        verify_new_ca >> apply_new_ca
-        wait_new_ca >> activate
 
-    with TaskGroup("regenerate_certificates"):
-        regenerate = RegenerateCertificatesOperator(
-            task_id="regenerate_leaf_certificates", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
-        )
-        apply_leaves, wait_leaves = apply_changes(APPLY_LEAVES, "regenerate_certificates.regenerate_leaf_certificates")
-        activate >> regenerate >> apply_leaves
-
-    with TaskGroup("delete_old_ca"):
-        delete = DeleteCertificateAuthorityOperator(
-            task_id="delete_ca", opsman_conn_id=CONN, plan=PLAN, old_ca_guid=verify_new_ca.output, new_ca_guid=generate.output
-        )
-        apply_delete, wait_delete = apply_changes(APPLY_DELETE, "delete_old_ca.delete_ca")
-        wait_leaves >> delete >> apply_delete
-
-    with TaskGroup("verify"):
-        verify_rotation = VerifyRotationOperator(
-            task_id="verify_rotation",
-            opsman_conn_id=CONN,
-            new_ca_guid=generate.output,
-            old_ca_key_id="{{ ti.xcom_pull(task_ids='preflight.plan_rotation')['old_ca_key_id'] }}",
-            expires_within="{{ params.expires_within }}",
-            dry_run="{{ params.dry_run }}",
-        )
-        wait_delete >> verify_rotation
-
-    @task
-    def summary(old_ca_guid: str | None, new_ca_guid: str | None, params: dict[str, Any] | None = None,
-                ti: Any = None) -> dict[str, Any]:
-        """What the rotation did: the two CAs, and each Apply Changes it waited for with its duration."""
-        waits = [f"{group}.wait_for_apply_changes" for group in APPLY_GROUPS]
-        ids = dict(zip(APPLY_GROUPS, ti.xcom_pull(task_ids=waits)))
-        hook = OpsManagerHook(opsman_conn_id=(params or {})["opsman_conn_id"])
-        installations = {i.id: i for i in hook.list_installations()}
-        report = {
-            "old_ca_guid": old_ca_guid,
-            "new_ca_guid": new_ca_guid,
-            "installations": {
-                group: installations[i].summary() if i in installations else None for group, i in ids.items()
-            },
+def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
+    """The rotation DAG: ``opsman_ca_rotation`` (manual, any connection) without a foundation, else
+    ``opsman_ca_rotation__<name>`` for one foundation of the fleet file: scheduled, rotating only when
+    due, every task in the foundation's one-slot pool, an Asset event and notifications.
+    """
+    fleet_args: dict[str, Any] = {}
+    if foundation is not None:
+        fleet_args = {
+            # Everything that talks to this Ops Manager queues in its one-slot pool (its API does
+            # not support parallel calls); the expiry report DAG uses the same pool.
+            "pool": foundation.pool,
+            "on_failure_callback": [n.build() for n in foundation.on_failure],
         }
-        lines = [f"Root CA: {old_ca_guid or '(already deleted)'} -> {new_ca_guid} (active)"]
-        for group, info in report["installations"].items():
-            done = f"installation {info['id']}: {info['status']}, {info['duration_seconds']} s" if info else "not needed"
-            lines.append(f"  {group:<24} {done}")
-        print("\n".join(lines))  # task stdout goes to the task log
-        return report
+    with DAG(
+        dag_id=foundation.dag_id if foundation else "opsman_ca_rotation",
+        description=(
+            f"Rotate the root CA of foundation {foundation.name} ({foundation.conn_id}) when it is due"
+            if foundation else "Rotate the root CA of an Ops Manager foundation through its API"
+        ),
+        doc_md=DOC_MD + (FLEET_DOC_MD.format(f=foundation) if foundation else ""),
+        schedule=foundation.schedule if foundation else None,
+        start_date=FLEET_START if foundation else None,
+        max_active_runs=1,
+        catchup=False,
+        render_template_as_native_obj=True,
+        tags={"opsman", "certificates", *((f"foundation:{foundation.name}",) if foundation else ())},
+        default_args={
+            "owner": "platform",
+            "retries": 3,
+            "retry_delay": timedelta(seconds=30),
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": timedelta(minutes=10),
+            # Steps the plan marks done end skipped; the steps after them must still run. A failure
+            # still stops everything after it (upstream_failed).
+            "trigger_rule": "none_failed",
+            **fleet_args,
+        },
+        params=rotation_params(foundation),
+    ) as dag:
+        with TaskGroup("preflight"):
+            check = CheckOpsManagerOperator(
+                task_id="check_ops_manager",
+                opsman_conn_id=CONN,
+                expires_within="{{ params.expires_within }}",
+                if_installation_running="{{ params.if_installation_running }}",
+                custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
+            )
+            wait_running = ApplyChangesSensor(
+                task_id="wait_for_running_installation",
+                opsman_conn_id=CONN,
+                installation_id="{{ ti.xcom_pull(task_ids='preflight.check_ops_manager')['running_installation_id'] }}",
+                poll_interval_seconds=POLL,
+            )
+            plan = PlanRotationOperator(
+                task_id="plan_rotation",
+                opsman_conn_id=CONN,
+                recent_rotation_days="{{ params.recent_rotation_days }}",
+                initial_apply_changes="{{ params.initial_apply_changes }}",
+                dry_run="{{ params.dry_run }}",
+                custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
+                expires_within="{{ params.expires_within }}",
+            )
+            pending = PendingChangesCheckOperator(
+                task_id="check_pending_changes",
+                opsman_conn_id=CONN,
+                plan=PLAN,
+                allow_pending_changes="{{ params.allow_pending_changes }}",
+            )
+            check >> wait_running >> plan >> pending
 
-    verify_rotation >> summary(verify_new_ca.output, generate.output)
+        if foundation is not None:
+            # Scheduled runs rotate only when due: a young CA ends the run here, every later task skipped,
+            # before any write call. Manual runs rotate regardless unless only_if_due.
+            due = RotationDueOperator(
+                task_id="rotation_due",
+                opsman_conn_id=CONN,
+                expires_within="{{ params.expires_within }}",
+                only_if_due="{{ params.only_if_due }}",
+            )
+            due >> check
+
+        with TaskGroup("initial_apply_changes"):
+            initial_apply, initial_wait = apply_changes(INITIAL_APPLY, "preflight.check_ops_manager")
+            pending >> initial_apply
+
+        with TaskGroup("create_new_ca"):
+            generate = GenerateCertificateAuthorityOperator(
+                task_id="generate_ca",
+                opsman_conn_id=CONN,
+                plan=PLAN,
+                custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
+                expires_within="{{ params.expires_within }}",
+            )
+            initial_wait >> generate
+
+        with TaskGroup("activate_new_ca"):
+            verify_new_ca = VerifyCertificateAuthoritiesOperator(
+                task_id="verify_new_ca_inactive", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
+            )
+            apply_new_ca, wait_new_ca = apply_changes(APPLY_NEW_CA, "create_new_ca.generate_ca")
+            activate = ActivateCertificateAuthorityOperator(
+                task_id="activate_ca", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
+            )
+            verify_new_ca >> apply_new_ca
+            wait_new_ca >> activate
+
+        with TaskGroup("regenerate_certificates"):
+            regenerate = RegenerateCertificatesOperator(
+                task_id="regenerate_leaf_certificates", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
+            )
+            apply_leaves, wait_leaves = apply_changes(APPLY_LEAVES, "regenerate_certificates.regenerate_leaf_certificates")
+            activate >> regenerate >> apply_leaves
+
+        with TaskGroup("delete_old_ca"):
+            delete = DeleteCertificateAuthorityOperator(
+                task_id="delete_ca", opsman_conn_id=CONN, plan=PLAN, old_ca_guid=verify_new_ca.output, new_ca_guid=generate.output
+            )
+            apply_delete, wait_delete = apply_changes(APPLY_DELETE, "delete_old_ca.delete_ca")
+            wait_leaves >> delete >> apply_delete
+
+        with TaskGroup("verify"):
+            verify_rotation = VerifyRotationOperator(
+                task_id="verify_rotation",
+                opsman_conn_id=CONN,
+                new_ca_guid=generate.output,
+                old_ca_key_id="{{ ti.xcom_pull(task_ids='preflight.plan_rotation')['old_ca_key_id'] }}",
+                expires_within="{{ params.expires_within }}",
+                dry_run="{{ params.dry_run }}",
+            )
+            wait_delete >> verify_rotation
+
+        # A foundation's DAG announces the new root CA as an Asset event (old and new GUID, new expiry):
+        # schedule follow-up DAGs on root_ca_asset(foundation). Success notifications go here too.
+        asset = root_ca_asset(foundation) if foundation else None
+
+        @task(outlets=[asset] if asset else [],
+              on_success_callback=[n.build() for n in foundation.on_success] if foundation else None)
+        def summary(old_ca_guid: str | None, new_ca_guid: str | None, params: dict[str, Any] | None = None,
+                    ti: Any = None, outlet_events: Any = None) -> dict[str, Any]:
+            """What the rotation did: the two CAs, and each Apply Changes it waited for with its duration."""
+            if asset is not None and (params or {}).get("dry_run"):
+                raise AirflowSkipException("dry run: nothing was rotated, so no Asset event and no success notification")
+            waits = [f"{group}.wait_for_apply_changes" for group in APPLY_GROUPS]
+            ids = dict(zip(APPLY_GROUPS, ti.xcom_pull(task_ids=waits)))
+            hook = OpsManagerHook(opsman_conn_id=(params or {})["opsman_conn_id"])
+            installations = {i.id: i for i in hook.list_installations()}
+            report = {
+                "old_ca_guid": old_ca_guid,
+                "new_ca_guid": new_ca_guid,
+                "installations": {
+                    group: installations[i].summary() if i in installations else None for group, i in ids.items()
+                },
+            }
+            lines = [f"Root CA: {old_ca_guid or '(already deleted)'} -> {new_ca_guid} (active)"]
+            for group, info in report["installations"].items():
+                done = f"installation {info['id']}: {info['status']}, {info['duration_seconds']} s" if info else "not needed"
+                lines.append(f"  {group:<24} {done}")
+            if asset is not None:
+                new_ca = next((ca for ca in hook.list_certificate_authorities() if ca.guid == new_ca_guid), None)
+                event = {"foundation": foundation.name, "old_ca_guid": old_ca_guid, "new_ca_guid": new_ca_guid,
+                         "new_ca_expires_at": isoformat(new_ca.expires_at) if new_ca else None}
+                outlet_events[asset].extra = event
+                report["asset_event"] = event
+                lines.append(f"Asset event {asset.name}: {event}")
+            print("\n".join(lines))  # task stdout goes to the task log
+            return report
+
+        verify_rotation >> summary(verify_new_ca.output, generate.output)
+    return dag
+
+
+# ------------------------------------------------------------------------------------------------
+# The expiry report: every foundation, what expires when, grouped by rotation procedure.
+
+def build_expiry_report_dag(fleet: Fleet) -> DAG:
+    """``opsman_certificate_expiry_report``: per foundation (in its pool) the CAs and the certificates
+    expiring within its window, a table in the log and JSON in XCom; optionally triggers due rotations."""
+    with DAG(
+        dag_id="opsman_certificate_expiry_report",
+        description="What expires when on every Ops Manager foundation of the fleet file",
+        doc_md=f"Reads only. Fleet file `{fleet.path}`; each foundation is read in its own one-slot pool.",
+        schedule=fleet.report_schedule,
+        start_date=FLEET_START,
+        max_active_runs=1,
+        catchup=False,
+        tags={"opsman", "certificates", "report"},
+        default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    ) as dag:
+        reads = []
+        for foundation in fleet.foundations:
+            read = ExpiryReportOperator(
+                task_id=f"expiry__{foundation.name}",
+                foundation=foundation.name,
+                opsman_conn_id=foundation.conn_id,
+                expires_within=foundation.expires_within,
+                pool=foundation.pool,
+            )
+            reads.append(read)
+            if fleet.trigger_due_rotations:
+                @task.short_circuit(task_id=f"due__{foundation.name}", ignore_downstream_trigger_rules=False)
+                def is_due(report: dict[str, Any]) -> bool:
+                    return bool(report["due"])
+
+                is_due(read.output) >> TriggerDagRunOperator(
+                    task_id=f"trigger__{foundation.name}",
+                    trigger_dag_id=foundation.dag_id,
+                    conf={"only_if_due": True},
+                )
+
+        @task(trigger_rule="all_done")
+        def fleet_report(ti: Any = None) -> dict[str, Any]:
+            """One table for the fleet, soonest expiry first; the whole report as JSON in XCom."""
+            reports = [r for r in ti.xcom_pull(task_ids=[r.task_id for r in reads]) if r]
+            missing = sorted({f.name for f in fleet.foundations} - {r["foundation"] for r in reports})
+            reports.sort(key=lambda r: r["active_ca_expires_at"] or "")
+            rows = [(r["foundation"], r["conn_id"], r["active_ca_expires_at"], r["days_left"], r["expires_within"],
+                     sum(len(c) for c in r["expiring_by_procedure"].values()), "DUE" if r["due"] else "no")
+                    for r in reports]
+            print(format_table(("FOUNDATION", "CONNECTION", "ROOT CA EXPIRES", "DAYS", "WINDOW", "EXPIRING", "ROTATE"), rows))
+            for name in missing:
+                print(f"{name}: no report (its task failed; see its log)")
+            return {"foundations": reports, "missing": missing}
+
+        reads >> fleet_report()
+    return dag
+
+
+# ------------------------------------------------------------------------------------------------
+# Which DAGs: one per foundation of the fleet file (include/foundations.yaml, or $OPSMAN_FLEET_FILE)
+# plus the report; without a fleet file the single opsman_ca_rotation on opsman_default.
+
+FLEET = load_fleet()
+if FLEET is None:
+    dag = build_rotation_dag()
+else:
+    for _foundation in FLEET.foundations:
+        globals()[_foundation.dag_id] = build_rotation_dag(_foundation)
+    expiry_report = build_expiry_report_dag(FLEET)
