@@ -100,7 +100,8 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
             description="Report certificates expiring within this window (e.g. 3m, 6w, 90d); the new CA must outlive it.",
         ),
         "custom_ca_conn_id": Param(
-            "", type="string", title="Bring your own CA (connection)", section="Foundation",
+            # None, not "": the UI trigger form treats an empty string as a missing required value.
+            None, type=["null", "string"], title="Bring your own CA (connection)", section="Foundation",
             description=(
                 "Empty: Ops Manager generates the new CA. Otherwise the Airflow connection whose extras "
                 "certificate_pem and private_key_pem hold the CA to upload (RSA, validated before any call)."

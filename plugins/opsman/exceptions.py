@@ -57,6 +57,9 @@ class OpsManagerApiError(OpsManagerError):
 class OpsManagerTransientError(OpsManagerApiError):
     """A connection error, timeout or 502/503/504: the request may or may not have reached Ops Manager."""
 
+    #: True when the client stopped waiting: Ops Manager may still be working on the request.
+    timed_out: bool = False
+
 
 class OpsManagerNotFoundError(OpsManagerApiError):
     """404: the GUID or installation id does not exist on Ops Manager."""

@@ -294,6 +294,22 @@ def _tls_error(settings: OpsManagerConnectionSettings, err: Exception) -> OpsMan
     )
 
 
+def _backoff(settings: OpsManagerConnectionSettings) -> Any:
+    """Exponential backoff; after a timeout, at least the request timeout again.
+
+    Ops Manager does not support parallel calls. A request we stopped waiting for may still be
+    running there, so the retry waits as long as we waited for it before sending another.
+    """
+    exponential = tenacity.wait_exponential(multiplier=settings.retry_backoff_seconds, max=60)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        floor = settings.request_timeout if getattr(error, "timed_out", False) else 0.0
+        return max(exponential(state), floor)
+
+    return wait
+
+
 def _basic_auth(user: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
 
@@ -484,7 +500,7 @@ class OpsManagerHook(HttpHook):
     def _retrying(self, attempts: int, call: str) -> tenacity.Retrying:
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(attempts),
-            wait=tenacity.wait_exponential(multiplier=self.settings.retry_backoff_seconds, max=60),
+            wait=_backoff(self.settings),
             retry=tenacity.retry_if_exception_type(OpsManagerTransientError),
             before_sleep=lambda state: self.log.warning(
                 "%s: attempt %d of %d failed (%s); retrying in %.1f s",
@@ -539,9 +555,11 @@ class OpsManagerHook(HttpHook):
             except requests.exceptions.SSLError as err:
                 raise _tls_error(self.settings, err) from None
             except (requests.ConnectionError, requests.Timeout) as err:
-                raise OpsManagerTransientError(
+                transient = OpsManagerTransientError(
                     call, method, path, None, [f"{type(err).__name__}: the request may or may not have reached Ops Manager"]
-                ) from None
+                )
+                transient.timed_out = isinstance(err, requests.Timeout)
+                raise transient from None
             if response.status_code == 401 and not refreshed:
                 # A 401 is decided before Ops Manager acts on the request, so sending it again with a
                 # new token is safe even for a write: the token was revoked or expired early.
@@ -747,7 +765,7 @@ class OpsManagerAsyncHook(HttpAsyncHook):
         settings = await self.get_settings()
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(settings.read_attempts),
-            wait=tenacity.wait_exponential(multiplier=settings.retry_backoff_seconds, max=60),
+            wait=_backoff(settings),
             retry=tenacity.retry_if_exception_type(OpsManagerTransientError),
             reraise=True,
         )
@@ -773,7 +791,9 @@ class OpsManagerAsyncHook(HttpAsyncHook):
                 except aiohttp.ClientConnectorCertificateError as err:
                     raise _tls_error(settings, err) from None
                 except (aiohttp.ClientError, TimeoutError) as err:
-                    raise OpsManagerTransientError(call, "GET", path, None, [type(err).__name__]) from None
+                    transient = OpsManagerTransientError(call, "GET", path, None, [type(err).__name__])
+                    transient.timed_out = isinstance(err, TimeoutError)
+                    raise transient from None
                 if status == 401 and not refreshed:
                     self._token = None
                     continue

@@ -34,6 +34,7 @@ from opsman.exceptions import (
     RotationStateError,
 )
 from opsman.hooks import DEFAULT_CONN_ID, EXPIRES_WITHIN_PATTERN, OpsManagerHook
+from opsman.links import OpsManagerCertificatesLink, OpsManagerInstallationLink
 from opsman.models import (
     ApplyChangesOptions,
     CaCallResult,
@@ -442,6 +443,7 @@ class VerifyCertificateAuthoritiesOperator(RotationStepOperator):
     """
 
     step = VERIFY
+    operator_extra_links = (OpsManagerCertificatesLink(),)
     template_fields: Sequence[str] = (*RotationStepOperator.template_fields, "new_ca_guid")
 
     def __init__(self, *, new_ca_guid: str, **kwargs: Any) -> None:
@@ -634,6 +636,7 @@ class ApplyChangesOperator(RotationStepOperator):
     :param wait_poll_seconds: poll interval while waiting for someone else's installation to end (templated).
     """
 
+    operator_extra_links = (OpsManagerInstallationLink(),)
     template_fields: Sequence[str] = (
         *RotationStepOperator.template_fields,
         "after_installation_id",
@@ -798,6 +801,7 @@ class VerifyRotationOperator(OpsManagerBaseOperator):
     :param expires_within: the new CA must not expire within this window (templated).
     """
 
+    operator_extra_links = (OpsManagerCertificatesLink(),)
     template_fields: Sequence[str] = (
         *OpsManagerBaseOperator.template_fields, "new_ca_guid", "old_ca_key_id", "expires_within", "dry_run",
     )

@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from opsman.exceptions import OpsManagerError
 from opsman.hooks import DEFAULT_CONN_ID, OpsManagerHook
+from opsman.links import OpsManagerInstallationLink
 from opsman.models import InstallationStatus, log_tail, new_log_text
 from opsman.operators import optional_int
 from opsman.triggers import InstallationTrigger
@@ -36,6 +37,7 @@ class ApplyChangesSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer (default) instead of a worker slot.
     """
 
+    operator_extra_links = (OpsManagerInstallationLink(),)
     template_fields: Sequence[str] = ("opsman_conn_id", "installation_id", "after_installation_id", "poll_interval_seconds")
     ui_color = "#f6eccf"
 

@@ -89,9 +89,9 @@ def survive(sim, old_guid, case: Case, capfd, dag_run) -> None:
 
 def test_5xx_bursts_on_reads(faulty, airflow_db, capfd):
     sim, old = faulty
-    case = Case("5xx bursts on reads", "503 with an HTML body on 2 GETs, re-armed every 0.7 s",
+    case = Case("5xx bursts on reads", "503 with an HTML body on the next 3 GETs, re-armed every 4 s",
                 r"attempt \d of 8 failed \(.*HTTP 503.*\); retrying")
-    with Injector(lambda: sim.faults(status_burst={"status": 503, "count": 2, "methods": ["GET"], "path_prefix": "/api/"}), 0.7):
+    with Injector(lambda: sim.faults(status_burst={"status": 503, "count": 3, "methods": ["GET"], "path_prefix": "/api/"}), 4.0):
         dag_run = rotate()
     survive(sim, old, case, capfd, dag_run)
 
@@ -99,9 +99,9 @@ def test_5xx_bursts_on_reads(faulty, airflow_db, capfd):
 def test_answers_lost_after_writes(faulty, airflow_db, capfd):
     sim, old = faulty
     case = Case("connection dropped after a write was processed (as a worker killed mid-call)",
-                "the next API call's connection closed after Ops Manager acted, re-armed every 1.3 s",
+                "the next API call's connection closed after Ops Manager acted, re-armed every 3 s",
                 r"outcome is unknown|did not answer cleanly|attempt \d of 8 failed")
-    with Injector(lambda: sim.faults(drop_next={"count": 1, "path_prefix": "/api/v0/", "when": "after"}), 1.3):
+    with Injector(lambda: sim.faults(drop_next={"count": 1, "path_prefix": "/api/v0/", "when": "after"}), 3.0):
         dag_run = rotate()
     survive(sim, old, case, capfd, dag_run)
 
@@ -109,9 +109,9 @@ def test_answers_lost_after_writes(faulty, airflow_db, capfd):
 def test_connections_dropped_before_the_request(faulty, airflow_db, capfd):
     sim, old = faulty
     case = Case("connection dropped before the request reached Ops Manager",
-                "the next API call's connection closed unprocessed, re-armed every 1.1 s",
+                "the next API call's connection closed unprocessed, re-armed every 3 s",
                 r"may or may not have reached Ops Manager")
-    with Injector(lambda: sim.faults(drop_next={"count": 1, "path_prefix": "/api/v0/", "when": "before"}), 1.1):
+    with Injector(lambda: sim.faults(drop_next={"count": 1, "path_prefix": "/api/v0/", "when": "before"}), 3.0):
         dag_run = rotate()
     survive(sim, old, case, capfd, dag_run)
 
@@ -120,9 +120,9 @@ def test_slow_responses_past_the_client_timeout(faulty, airflow_db, capfd, monke
     sim, old = faulty
     monkeypatch.setenv("AIRFLOW_CONN_OPSMAN_DEFAULT", connection_json(sim, read_retries=8, retry_backoff_seconds=0.2,
                                                                       request_timeout=1))
-    case = Case("slow responses past the client timeout", "a GET delayed 2.5 s (timeout 1 s), re-armed every 2 s",
+    case = Case("slow responses past the client timeout", "the next GET delayed 1.8 s (client timeout 1 s), re-armed every 4 s",
                 r"attempt \d of 8 failed \(.*Timeout.*\); retrying")
-    with Injector(lambda: sim.faults(latency={"seconds": 2.5, "count": 1, "methods": ["GET"], "path_prefix": "/api/"}), 2.0):
+    with Injector(lambda: sim.faults(latency={"seconds": 1.8, "count": 1, "methods": ["GET"], "path_prefix": "/api/"}), 4.0):
         dag_run = rotate()
     survive(sim, old, case, capfd, dag_run)
 
@@ -139,9 +139,9 @@ def test_token_ttl_shorter_than_an_apply_changes(faulty, airflow_db, capfd):
 
 def test_401_on_a_token_the_client_believes_valid(faulty, airflow_db, capfd):
     sim, old = faulty
-    case = Case("401 on a token the client still believes valid", "every issued token revoked every 1 s",
+    case = Case("401 on a token the client still believes valid", "every issued token revoked, every 2 s",
                 r"Ops Manager rejected the UAA token; fetching a new one")
-    with Injector(lambda: sim.faults(revoke_tokens=True), 1.0):
+    with Injector(lambda: sim.faults(revoke_tokens=True), 2.0):
         dag_run = rotate()
     survive(sim, old, case, capfd, dag_run)
 

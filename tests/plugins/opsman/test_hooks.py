@@ -232,8 +232,22 @@ class TestTransientFailures:
         hook = OpsManagerHook()
         hook.list_installations()
         sim.faults(latency={"seconds": 2, "count": 1, "methods": ["GET"], "path_prefix": "/api/v0/installations"})
-        with pytest.raises(OpsManagerTransientError, match="Timeout"):
+        with pytest.raises(OpsManagerTransientError, match="Timeout") as err:
             hook.list_installations()
+        assert err.value.timed_out
+        time.sleep(2)  # let the abandoned request finish on the simulator before the next test
+
+
+    def test_after_a_timeout_the_retry_waits_so_calls_never_overlap(self, sim, monkeypatch):
+        use_connection(monkeypatch, sim, request_timeout=0.5, read_retries=3, retry_backoff_seconds=0.01)
+        hook = OpsManagerHook()
+        hook.list_installations()
+        sim.faults(latency={"seconds": 0.8, "count": 1, "methods": ["GET"], "path_prefix": "/api/v0/installations"})
+        sim.clear_journal()
+        assert hook.list_installations()
+        first, second = journal_calls(sim, "GET", "/api/v0/installations")
+        assert second["started_at"] >= first["finished_at"]
+        assert sim.state()["max_concurrent_requests"] == 1
 
 
 class TestInstallations:
