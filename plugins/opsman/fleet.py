@@ -7,6 +7,7 @@ DAG processor shows as the DAG file's import error.
 Format (see ``include/foundations.example.yaml``)::
 
     defaults:                      # optional; any foundation field except name and conn_id
+                                   # (apply_changes and notifiers merge key by key)
       schedule: "@daily"
       expires_within: 3m
     report:                        # optional; the opsman_certificate_expiry_report DAG
@@ -181,8 +182,9 @@ def parse_fleet(document: Any, path: str | os.PathLike[str] = "<fleet>") -> Flee
         if isinstance(name, str) and name:
             label = name
         merged = {**defaults, **item}
-        if isinstance(defaults.get("apply_changes"), dict) and isinstance(item.get("apply_changes"), dict):
-            merged["apply_changes"] = {**defaults["apply_changes"], **item["apply_changes"]}
+        for nested in ("apply_changes", "notifiers"):  # merged key by key
+            if isinstance(defaults.get(nested), dict) and isinstance(item.get(nested), dict):
+                merged[nested] = {**defaults[nested], **item[nested]}
         foundations.append(_foundation(merged, lambda f, m, _l=label: fail(f, m, _l)))
         found = foundations[-1]
         if found.name in seen_names:
