@@ -148,6 +148,8 @@ class RotationDueOperator(_ExpiryReader, SkipMixin):
             "rotation re-issues expires within it. Skipping the rotation; nothing was changed.",
             report["active_ca_expires_at"], report["days_left"], self.expires_within,
         )
+        # skip() ends execute() by raising, so the report is pushed first.
+        context["ti"].xcom_push(key="return_value", value=report)
         downstream = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
         self.skip(ti=context["ti"], tasks=downstream)
         return report

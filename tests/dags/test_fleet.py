@@ -1,0 +1,275 @@
+"""A fleet of foundations: one DAG per foundation from the fleet file, expiry-driven scheduled runs,
+per-foundation pools, the expiry report, the root-CA Asset event and notifiers.
+
+The DAG file reads the fleet file named by ``$OPSMAN_FLEET_FILE`` (set per test); every foundation is
+a simulator over real HTTPS with its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from airflow.dag_processing.dagbag import DagBag
+from airflow.utils.state import DagRunState, TaskInstanceState
+from opsman_simulator.process import SimulatorProcess
+from recording_notifier import calls
+from support import SIM_PASSWORD, SIM_USER, api_writes, check_rotation_invariants, connection_json
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+NOTIFIER = "recording_notifier.RecordingNotifier"
+
+
+@pytest.fixture(scope="module")
+def young_sim(tmp_path_factory):
+    """A foundation whose root CA was made 10 days ago (expires in about 4 years)."""
+    sim = SimulatorProcess(tmp_path_factory.mktemp("young"), apply_seconds=0.5, username=SIM_USER, password=SIM_PASSWORD,
+                           extra_args=["--initial-ca-age-days", "10"]).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="module")
+def newer_sim(tmp_path_factory):
+    """An Ops Manager 2.10+ (names the rotation procedure of each certificate), CA 1200 days old."""
+    sim = SimulatorProcess(tmp_path_factory.mktemp("newer"), apply_seconds=0.5, username=SIM_USER, password=SIM_PASSWORD,
+                           extra_args=["--answer-style", "2.10"]).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path, monkeypatch):
+    """Write a fleet file of ``{name: (simulator, fields)}``, wire each connection, point the DAG file at it."""
+
+    def make(foundations: dict, **top) -> Path:
+        entries = []
+        for name, (sim, fields) in foundations.items():
+            conn_id = f"opsman_{name}_conn"
+            monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(sim))
+            entries.append({"name": name, "conn_id": conn_id, **fields})
+        path = tmp_path / "foundations.yaml"
+        path.write_text(yaml.safe_dump({**top, "foundations": entries}))
+        monkeypatch.setenv("OPSMAN_FLEET_FILE", str(path))
+        return path
+
+    return make
+
+
+def dagbag() -> DagBag:
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}, bag.import_errors
+    return bag
+
+
+def states(dag_run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+def xcom(dag_run, task_id: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        value = session.scalar(select(XComModel.value).where(
+            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
+            XComModel.task_id == task_id, XComModel.key == "return_value"))
+    return XComModel.deserialize_value(type("Row", (), {"value": value})()) if value is not None else None
+
+
+@pytest.fixture
+def as_scheduled(monkeypatch):
+    """dag.test() always creates a manual run; make it create a *scheduled* one, as the scheduler does."""
+    from airflow.serialization.definitions.dag import SerializedDAG
+    from airflow.utils.types import DagRunType
+
+    original = SerializedDAG.create_dagrun
+
+    def create_dagrun(self, *args, **kwargs):
+        kwargs["run_type"] = DagRunType.SCHEDULED
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SerializedDAG, "create_dagrun", create_dagrun)
+
+
+ROTATION_TASK_IDS = [
+    "preflight.check_ops_manager", "preflight.wait_for_running_installation", "preflight.plan_rotation",
+    "preflight.check_pending_changes",
+    *(f"{g}.{t}" for g in ("initial_apply_changes", "activate_new_ca", "regenerate_certificates", "delete_old_ca")
+      for t in ("apply_changes", "wait_for_apply_changes")),
+    "create_new_ca.generate_ca", "activate_new_ca.verify_new_ca_inactive", "activate_new_ca.activate_ca",
+    "regenerate_certificates.regenerate_leaf_certificates", "delete_old_ca.delete_ca", "verify.verify_rotation", "summary",
+]
+FAST = {"poll_interval_seconds": 1, "apply_changes": {"initial": False}}
+
+
+class TestFleetDags:
+    def test_three_foundations_give_three_rotation_dags_and_the_report(self, fleet, sim, young_sim, newer_sim):
+        fleet({"east": (sim, {}), "west": (young_sim, {"schedule": "0 6 * * 1-4", "expires_within": "6w"}),
+               "lab": (newer_sim, {"schedule": None, "apply_changes": {"deploy_products": "none"}})})
+        bag = dagbag()
+        assert set(bag.dag_ids) == {"opsman_ca_rotation__east", "opsman_ca_rotation__west", "opsman_ca_rotation__lab",
+                                    "opsman_certificate_expiry_report"}
+        east, west, lab = (bag.dags[f"opsman_ca_rotation__{n}"] for n in ("east", "west", "lab"))
+        assert east.params["opsman_conn_id"] == "opsman_east_conn" and west.params["opsman_conn_id"] == "opsman_west_conn"
+        assert west.params["expires_within"] == "6w" and lab.params["deploy_products"] == "none"
+        assert (east.schedule, west.schedule, lab.schedule) == ("@daily", "0 6 * * 1-4", None)
+        # The documented procedure of the default DAG, with the expiry check in front of everything.
+        due = east.get_task("rotation_due")
+        assert set(east.task_ids) - {"rotation_due"} == set(ROTATION_TASK_IDS)
+        assert east.get_task("preflight.check_ops_manager").upstream_task_ids == {"rotation_due"}
+        assert {t.task_id for t in due.get_flat_relatives(upstream=False)} == set(ROTATION_TASK_IDS)
+
+    def test_an_invalid_fleet_file_is_one_clear_import_error(self, fleet, sim):
+        path = fleet({"east": (sim, {}), "west": (sim, {"expires_within": "three months"})})
+        bag = DagBag(dag_folder=str(DAGS))
+        assert bag.dag_ids == [] or set(bag.dag_ids) == set()
+        assert len(bag.import_errors) == 1
+        (error,) = bag.import_errors.values()
+        assert f"FleetFileError: {path}: foundation 'west', field 'expires_within'" in error
+
+    def test_without_a_fleet_file_only_the_default_dag(self, monkeypatch, tmp_path):
+        monkeypatch.delenv("OPSMAN_FLEET_FILE", raising=False)
+        assert not (REPO / "include" / "foundations.yaml").exists(), "the repository must not ship an active fleet file"
+        assert dagbag().dag_ids == ["opsman_ca_rotation"]
+
+    def test_every_task_that_talks_to_a_foundation_is_in_its_one_slot_pool(self, fleet, sim, young_sim, newer_sim, airflow_db):
+        import importlib.util
+
+        path = fleet({"east": (sim, {}), "west": (young_sim, {}), "lab": (newer_sim, {})}, report={"trigger_due_rotations": True})
+        bag = dagbag()
+        for name in ("east", "west", "lab"):
+            rotation = bag.dags[f"opsman_ca_rotation__{name}"]
+            assert {t.pool for t in rotation.tasks} == {f"opsman_{name}"}
+            assert all(t.pool_slots == 1 for t in rotation.tasks)
+        report = bag.dags["opsman_certificate_expiry_report"]
+        talking = {t.task_id: t.pool for t in report.tasks if getattr(t, "opsman_conn_id", None)}
+        assert talking == {"expiry__east": "opsman_east", "expiry__west": "opsman_west", "expiry__lab": "opsman_lab"}
+        # The tasks not in a foundation's pool never call Ops Manager (no connection, no hook).
+        assert {t.task_id for t in report.tasks} - set(talking) == {
+            "fleet_report", *(f"{kind}__{n}" for kind in ("due", "trigger") for n in ("east", "west", "lab"))}
+
+        spec = importlib.util.spec_from_file_location("create_pools", REPO / "scripts" / "create_pools.py")
+        create_pools = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(create_pools)
+        from airflow.models.pool import Pool
+
+        Pool.create_or_update_pool("opsman_east", slots=5, description="wrong", include_deferred=False)
+        for _ in range(2):  # idempotent; a wrong pool is put right
+            assert create_pools.main(["--fleet-file", str(path)]) == 0
+        for name in ("east", "west", "lab"):
+            pool = Pool.get_pool(f"opsman_{name}")
+            assert (pool.slots, pool.include_deferred) == (1, True)
+
+
+@pytest.mark.e2e
+class TestExpiryDrivenRuns:
+    def test_a_scheduled_run_on_a_young_ca_is_skipped_without_any_write(self, fleet, young_sim, as_scheduled, airflow_db):
+        young_sim.reset()
+        young_sim.clear_journal()
+        fleet({"west": (young_sim, FAST)})
+        dag_run = dagbag().dags["opsman_ca_rotation__west"].test()
+        assert dag_run.state == DagRunState.SUCCESS and dag_run.run_type == "scheduled"
+        task_states = states(dag_run)
+        assert task_states.pop("rotation_due") == TaskInstanceState.SUCCESS
+        assert set(task_states.values()) == {TaskInstanceState.SKIPPED}, task_states
+        report = xcom(dag_run, "rotation_due")
+        assert report["checked"] and not report["due"] and report["days_left"] > 1400
+        assert api_writes(young_sim) == []
+        assert {e["path"] for e in young_sim.journal() if e["path"].startswith("/api/")} == {
+            "/api/v0/certificate_authorities", "/api/v0/deployed/certificates"}
+
+    def test_a_manual_run_checks_only_when_asked(self, fleet, young_sim, airflow_db):
+        young_sim.reset()
+        fleet({"west": (young_sim, FAST)})
+        dag = dagbag().dags["opsman_ca_rotation__west"]
+        asked = dag.test(run_conf={"only_if_due": True})
+        assert states(asked)["preflight.check_ops_manager"] == TaskInstanceState.SKIPPED
+        # Not asked: the young CA is rotated regardless (a dry run here, to stay read-only).
+        young_sim.clear_journal()
+        not_asked = dagbag().dags["opsman_ca_rotation__west"].test(run_conf={"dry_run": True})
+        assert xcom(not_asked, "rotation_due") == {"checked": False, "due": True, "run_type": "manual"}
+        assert states(not_asked)["preflight.plan_rotation"] == TaskInstanceState.SUCCESS
+        assert states(not_asked)["summary"] == TaskInstanceState.SKIPPED  # a dry run emits no Asset event
+        assert api_writes(young_sim) == []
+
+    def test_a_scheduled_run_with_the_ca_inside_the_window_rotates_emits_the_asset_event_and_notifies(
+        self, fleet, sim, as_scheduled, airflow_db, tmp_path
+    ):
+        record = tmp_path / "notifications.jsonl"
+        notifiers = {"on_success": [{"class": NOTIFIER, "kwargs": {"path": str(record), "label": "ok"}}],
+                     "on_failure": [{"class": NOTIFIER, "kwargs": {"path": str(record), "label": "failed"}}]}
+        # The simulator's CA expires in about 260 days: inside a 1-year window.
+        fleet({"east": (sim, {**FAST, "expires_within": "1y", "notifiers": notifiers})})
+        (old_guid,) = [ca["guid"] for ca in sim.state()["certificate_authorities"]]
+        sim.clear_journal()
+
+        dag_run = dagbag().dags["opsman_ca_rotation__east"].test()
+
+        assert dag_run.state == DagRunState.SUCCESS, states(dag_run)
+        due = xcom(dag_run, "rotation_due")
+        assert due["due"] and any(r.startswith(f"the active root CA {old_guid} expires") for r in due["reasons"])
+        check_rotation_invariants(sim, old_guid, installs_started=3)
+        (new,) = sim.state()["certificate_authorities"]
+        event = _asset_events("opsman_root_ca__east")[-1]
+        assert event == {"foundation": "east", "old_ca_guid": old_guid, "new_ca_guid": new["guid"],
+                         "new_ca_expires_at": event["new_ca_expires_at"]}
+        assert event["new_ca_expires_at"][:4] > dag_run.start_date.strftime("%Y")
+        assert [(c["label"], c["dag_id"], c["task_id"]) for c in calls(record)] == [
+            ("ok", "opsman_ca_rotation__east", "summary")]
+
+    def test_a_failed_rotation_calls_the_failure_notifier(self, fleet, sim, airflow_db, tmp_path):
+        record = tmp_path / "notifications.jsonl"
+        notifiers = {"on_failure": [{"class": NOTIFIER, "kwargs": {"path": str(record), "label": "failed"}}]}
+        fleet({"east": (sim, {**FAST, "notifiers": notifiers})})
+        cf = next(p for p in sim.state()["products"] if p["type"] == "cf")
+        sim.faults(stage_pending_change={"product_guid": cf["guid"], "action": "update"})
+
+        dag_run = dagbag().dags["opsman_ca_rotation__east"].test()
+
+        assert dag_run.state == DagRunState.FAILED
+        assert states(dag_run)["preflight.check_pending_changes"] == TaskInstanceState.FAILED
+        assert [(c["label"], c["task_id"]) for c in calls(record)] == [("failed", "preflight.check_pending_changes")]
+        assert api_writes(sim) == []  # it stopped in the pre-flight, before any write
+
+
+@pytest.mark.e2e
+def test_the_expiry_report_covers_every_foundation_grouped_by_procedure(fleet, sim, young_sim, newer_sim, airflow_db):
+    young_sim.reset()
+    newer_sim.reset()
+    fleet({"east": (sim, {}), "west": (young_sim, {}), "lab": (newer_sim, {"expires_within": "1y"})})
+    for s in (sim, young_sim, newer_sim):
+        s.clear_journal()
+
+    dag_run = dagbag().dags["opsman_certificate_expiry_report"].test()
+
+    assert dag_run.state == DagRunState.SUCCESS, states(dag_run)
+    report = xcom(dag_run, "fleet_report")
+    by_name = {r["foundation"]: r for r in report["foundations"]}
+    assert set(by_name) == {"east", "west", "lab"} and report["missing"] == []
+    assert by_name["west"]["due"] is False and by_name["west"]["expiring_by_procedure"] == {}
+    assert by_name["east"]["due"]  # nats_server expires in about 30 days
+    assert "Non-configurable leaf certificates (rotated with the root CA)" in by_name["east"]["expiring_by_procedure"]
+    # Ops Manager 2.10+ names the procedures itself; the report groups by those names.
+    assert "Non-Configurable Leaf Certificates Procedure" in by_name["lab"]["expiring_by_procedure"]
+    assert any("the active root CA" in r for r in by_name["lab"]["reasons"])
+    assert [json.dumps(r, sort_keys=True) for r in report["foundations"]]  # JSON-safe
+    for s in (sim, young_sim, newer_sim):
+        assert api_writes(s) == []
+
+
+def _asset_events(name: str) -> list[dict]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id).where(AssetModel.name == name)
+            .order_by(AssetEvent.id)
+        ).all()
+        return [dict(r.extra) for r in rows]
