@@ -25,7 +25,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -366,6 +366,7 @@ class _Endpoints:
     INSTALLATIONS = "/api/v0/installations"
     INSTALLATION = "/api/v0/installations/{id}"
     INSTALLATION_LOGS = "/api/v0/installations/{id}/logs"
+    CURRENT_LOG = "/api/v0/installations/current_log"
     PENDING_CHANGES = "/api/v0/staged/pending_changes"
     STAGED_PRODUCTS = "/api/v0/staged/products"
     DEPLOYED_PRODUCTS = "/api/v0/deployed/products"
@@ -801,6 +802,53 @@ class OpsManagerAsyncHook(HttpAsyncHook):
         body = _decode(call, "GET", path, status, content_type, text)
         _raise_for_status(call, "GET", path, status, body, (200,))
         return body
+
+    async def stream_current_log(self, idle_timeout: float = 600.0) -> AsyncIterator[tuple[str, str]]:
+        """``GET /api/v0/installations/current_log``: the running installation's log as Server-Sent Events.
+
+        Yields ``(event, data)``; log lines have the event ``""``. Ends after the ``exit`` event.
+        Each log line crosses the network once, instead of the whole log on every poll.
+        Raises :class:`OpsManagerNotFoundError` where Ops Manager has no such endpoint (older versions).
+
+        :param idle_timeout: seconds without any byte before the stream counts as broken.
+        """
+        call, path = "stream the current installation log", _Endpoints.CURRENT_LOG
+        settings = await self.get_settings()
+        timeout = aiohttp.ClientTimeout(sock_connect=settings.connect_timeout, sock_read=idle_timeout)
+        async with aiohttp.ClientSession() as session:
+            for refreshed in (False, True):
+                token = await self._access_token(session, settings)
+                try:
+                    async with session.get(
+                        settings.base_url + path,
+                        headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
+                        ssl=settings.ssl_context(), timeout=timeout, allow_redirects=False,
+                    ) as response:
+                        if response.status == 401 and not refreshed:
+                            self._token = None
+                            continue
+                        if response.status != 200:
+                            text = await response.text()
+                            body = _decode(call, "GET", path, response.status, response.headers.get("Content-Type", ""),
+                                           text, ())
+                            _raise_for_status(call, "GET", path, response.status, body, (200,))
+                        event, data = "", []
+                        async for raw in response.content:
+                            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                            if line.startswith("event:"):
+                                event = line[6:].strip()
+                            elif line.startswith("data:"):
+                                data.append(line[5:].removeprefix(" "))
+                            elif not line and (event or data):
+                                yield event, "\n".join(data)
+                                if event == "exit":
+                                    return
+                                event, data = "", []
+                        return
+                except aiohttp.ClientConnectorCertificateError as err:
+                    raise _tls_error(settings, err) from None
+                except (aiohttp.ClientError, TimeoutError) as err:
+                    raise OpsManagerTransientError(call, "GET", path, None, [type(err).__name__]) from None
 
     async def list_installations(self) -> list[Installation]:
         """``GET /api/v0/installations``, newest first."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from opsman.exceptions import OpsManagerError, OpsManagerNotFoundError
 from opsman.hooks import OpsManagerAsyncHook
 from opsman.models import new_log_text
 
@@ -20,8 +21,10 @@ from opsman.models import new_log_text
 class InstallationTrigger(BaseTrigger):
     """Poll one installation until it is terminal, printing new log lines as they arrive.
 
-    The cumulative log is fetched at most every ``log_interval_seconds`` and once more at the end,
-    so a long install does not download its growing log on every status poll.
+    Log lines come from Ops Manager's streaming endpoint (``current_log``, Server-Sent Events) while
+    the installation runs, so each line crosses the network once. Where that endpoint is missing or
+    breaks, the cumulative log is fetched at most every ``log_interval_seconds`` and once more at the
+    end, printing only what is new, instead of the whole log on every status poll as om does.
 
     :param opsman_conn_id: Airflow connection of type ``opsman``.
     :param installation_id: the installation to wait for; ``None`` to wait first for a person to
@@ -31,6 +34,7 @@ class InstallationTrigger(BaseTrigger):
     :param log_interval_seconds: seconds between log downloads while running.
     :param log_offset: characters of the log already printed (so a resumed wait does not repeat them).
     :param end_time: epoch seconds after which the trigger gives up with a ``timeout`` event.
+    :param stream_logs: use the streaming log endpoint when Ops Manager has it.
     """
 
     def __init__(
@@ -42,11 +46,14 @@ class InstallationTrigger(BaseTrigger):
         log_offset: int = 0,
         end_time: float | None = None,
         after_installation_id: int | None = None,
+        stream_logs: bool = True,
     ) -> None:
         super().__init__()
         self.opsman_conn_id = opsman_conn_id
         self.installation_id = None if installation_id is None else int(installation_id)
         self.after_installation_id = after_installation_id
+        self.stream_logs = stream_logs
+        self._streamed_to_end = False
         self.poll_interval_seconds = float(poll_interval_seconds)
         self.log_interval_seconds = float(log_interval_seconds)
         self.log_offset = int(log_offset)
@@ -63,6 +70,7 @@ class InstallationTrigger(BaseTrigger):
                 "log_offset": self.log_offset,
                 "end_time": self.end_time,
                 "after_installation_id": self.after_installation_id,
+                "stream_logs": self.stream_logs,
             },
         )
 
@@ -81,6 +89,23 @@ class InstallationTrigger(BaseTrigger):
         for line in text.splitlines():
             self.log.info("[installation %d] %s", self.installation_id, line)
 
+    async def _stream_log(self, hook: OpsManagerAsyncHook) -> None:
+        """Print the running installation's log as it streams; on any trouble fall back to polling."""
+        try:
+            async for event, data in hook.stream_current_log():
+                if event == "exit":
+                    self._streamed_to_end = True
+                    return
+                if event == "":
+                    for line in data.splitlines():
+                        self.log.info("[installation %d] %s", self.installation_id, line)
+                        self.log_offset += len(line) + 1
+        except OpsManagerNotFoundError:
+            self.log.info("This Ops Manager has no streaming log endpoint; polling the installation log instead")
+        except OpsManagerError as err:
+            self.log.warning("Streaming the installation log failed (%s); polling it instead", err)
+        self.stream_logs = False
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = OpsManagerAsyncHook(opsman_conn_id=self.opsman_conn_id)
         last_log_fetch = 0.0
@@ -97,8 +122,17 @@ class InstallationTrigger(BaseTrigger):
                 await asyncio.sleep(self.poll_interval_seconds)
             while True:
                 status = await hook.get_installation_status(self.installation_id)
+                past_deadline = self.end_time is not None and time.time() >= self.end_time
+                if self.stream_logs and not status.is_terminal and not self._streamed_to_end and not past_deadline:
+                    left = None if self.end_time is None else self.end_time - time.time()
+                    try:
+                        await asyncio.wait_for(self._stream_log(hook), timeout=left)
+                    except asyncio.TimeoutError:
+                        pass  # the deadline check below ends the wait
+                    continue
                 now = time.monotonic()
-                if status.is_terminal or now - last_log_fetch >= self.log_interval_seconds:
+                due = status.is_terminal or now - last_log_fetch >= self.log_interval_seconds
+                if due and not self._streamed_to_end:
                     await self._print_new_log(hook)
                     last_log_fetch = now
                 if status.is_terminal:

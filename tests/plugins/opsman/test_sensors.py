@@ -107,3 +107,30 @@ class TestDeferrable:
     def test_unexpected_events_are_refused(self, sim, event):
         with pytest.raises(OpsManagerError, match="unexpected event"):
             sensor(1).execute_complete(task_context(), event)
+
+
+class TestLogStreaming:
+    def test_log_lines_stream_once_instead_of_polling_the_whole_log(self, sim, capfd):
+        sim.faults(apply_seconds=3)
+        installation_id = start_install(sim)
+        sim.clear_journal()
+        event = run_trigger(InstallationTrigger("opsman_default", installation_id, poll_interval_seconds=0.3,
+                                                log_interval_seconds=0))
+        assert event["status"] == "succeeded"
+        assert len(journal_calls(sim, "GET", "/api/v0/installations/current_log")) == 1
+        assert journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}/logs") == []
+        printed = [l for l in "".join(capfd.readouterr()).splitlines() if f"[installation {installation_id}]" in l]
+        log_lines = OpsManagerHook().get_installation_logs(installation_id).rstrip("\n").splitlines()
+        assert len(printed) == len(log_lines), "every line printed once"
+
+    def test_without_the_streaming_endpoint_it_polls_the_log(self, sim, capfd):
+        sim.faults(apply_seconds=2, status_burst={"status": 404, "count": 1, "path_prefix": "/api/v0/installations/current_log"})
+        installation_id = start_install(sim)
+        event = run_trigger(InstallationTrigger("opsman_default", installation_id, poll_interval_seconds=0.3,
+                                                log_interval_seconds=60))
+        assert event["status"] == "succeeded"
+        assert len(journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}/logs")) == 2  # first poll and end
+        out = "".join(capfd.readouterr())
+        assert "no streaming log endpoint" in out
+        printed = [l for l in out.splitlines() if f"[installation {installation_id}]" in l]
+        assert len(printed) == len(OpsManagerHook().get_installation_logs(installation_id).rstrip("\n").splitlines())
