@@ -139,6 +139,7 @@ class SimulatorMiddleware:
             "started_at": time.time(),
             "finished_at": None,
             "dropped": False,
+            "bytes": 0,  # response body bytes sent (for the API-politeness benchmark)
         }
         sim.in_flight += 1
         if sim.in_flight > store.max_concurrent_requests:
@@ -161,6 +162,8 @@ class SimulatorMiddleware:
             async def recording_send(message):
                 if message["type"] == "http.response.start":
                     entry["status"] = message["status"]
+                elif message["type"] == "http.response.body":
+                    entry["bytes"] += len(message.get("body", b""))
                 await send(message)
 
             if path == CURRENT_LOG_PATH:
