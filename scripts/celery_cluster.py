@@ -145,6 +145,8 @@ def up(home: Path, port: int, workers: int, foundations: int, apply_seconds: flo
         (home / "logs" / "db-migrate.log").write_text(migrate.stdout)
         if migrate.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed; see {home / 'logs' / 'db-migrate.log'}")
+        # One pool slot per foundation of the fleet file (a no-op without one).
+        subprocess.run([sys.executable, str(stack.REPO / "scripts" / "create_pools.py")], env=env, check=True)
         airflow = stack.venv_bin("airflow")
         stack.start(home, "api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env)
         stack.start(home, "scheduler", [airflow, "scheduler", "--skip-serve-logs"], env)

@@ -66,6 +66,8 @@ def up(home: Path, port: int, apply_seconds: float, fresh: bool, timeout: float)
         (home / "logs" / "db-migrate.log").write_text(migrate.stdout)
         if migrate.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed; see {home / 'logs' / 'db-migrate.log'}")
+        # One pool slot per foundation of the fleet file (a no-op without one): one conversation per Ops Manager.
+        subprocess.run([sys.executable, str(stack.REPO / "scripts" / "create_pools.py")], env=env, check=True)
         airflow = stack.venv_bin("airflow")
         stack.start(home, "api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port),
                                          "--workers", "1"], env)
