@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# The installation's log lines would go to a task log; here they would only flood the terminal.
+os.environ.setdefault("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "opsman=WARNING")
 sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include")]
 
 import requests  # noqa: E402
@@ -60,6 +62,7 @@ def start_install(sim: SimulatorProcess, log_rate: int) -> int:
 def ours(sim: SimulatorProcess, installation_id: int, poll: float) -> None:
     os.environ["AIRFLOW_CONN_OPSMAN_OURS"] = connection(sim)
     from opsman.triggers import InstallationTrigger
+
 
     async def wait():
         async for event in InstallationTrigger("opsman_ours", installation_id, poll_interval_seconds=poll).run():

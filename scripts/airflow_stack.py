@@ -113,6 +113,18 @@ def base_env(home: Path, port: int, values: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def prepare_database(home: Path, env: dict[str, str]) -> None:
+    """``airflow db migrate``, then one pool slot per foundation of the fleet file (none without one)."""
+    migrate = subprocess.run([venv_bin("airflow"), "db", "migrate"], env=env, cwd=str(home),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    (home / "logs" / "db-migrate.log").write_text(migrate.stdout)
+    if migrate.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed; see {home / 'logs' / 'db-migrate.log'}")
+    # One conversation per Ops Manager: a one-slot pool per foundation.
+    subprocess.run([sys.executable, str(REPO / "scripts" / "create_pools.py")], env=env, check=True)
+
+
 def start(home: Path, name: str, args: list[str], env: dict[str, str]) -> int:
     (home / "logs").mkdir(parents=True, exist_ok=True)
     (home / "pids").mkdir(parents=True, exist_ok=True)

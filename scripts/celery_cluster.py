@@ -140,13 +140,7 @@ def up(home: Path, port: int, workers: int, foundations: int, apply_seconds: flo
             if n == 1:
                 env["AIRFLOW_CONN_OPSMAN_DEFAULT"] = conn
             info["foundations"][f"opsman_foundation_{n}"] = {"url": sim["url"], "ca_path": sim["ca_path"]}
-        migrate = subprocess.run([stack.venv_bin("airflow"), "db", "migrate"], env=env, cwd=str(home),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        (home / "logs" / "db-migrate.log").write_text(migrate.stdout)
-        if migrate.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed; see {home / 'logs' / 'db-migrate.log'}")
-        # One pool slot per foundation of the fleet file (a no-op without one).
-        subprocess.run([sys.executable, str(stack.REPO / "scripts" / "create_pools.py")], env=env, check=True)
+        stack.prepare_database(home, env)
         airflow = stack.venv_bin("airflow")
         stack.start(home, "api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env)
         stack.start(home, "scheduler", [airflow, "scheduler", "--skip-serve-logs"], env)

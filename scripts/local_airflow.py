@@ -61,13 +61,7 @@ def up(home: Path, port: int, apply_seconds: float, fresh: bool, timeout: float)
     try:
         sim = stack.start_simulator(home, values["simulator_password"], apply_seconds)
         env["AIRFLOW_CONN_OPSMAN_DEFAULT"] = stack.simulator_connection(sim, values["simulator_password"])
-        migrate = subprocess.run([stack.venv_bin("airflow"), "db", "migrate"], env=env, cwd=str(home),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        (home / "logs" / "db-migrate.log").write_text(migrate.stdout)
-        if migrate.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed; see {home / 'logs' / 'db-migrate.log'}")
-        # One pool slot per foundation of the fleet file (a no-op without one): one conversation per Ops Manager.
-        subprocess.run([sys.executable, str(stack.REPO / "scripts" / "create_pools.py")], env=env, check=True)
+        stack.prepare_database(home, env)
         airflow = stack.venv_bin("airflow")
         stack.start(home, "api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port),
                                          "--workers", "1"], env)
