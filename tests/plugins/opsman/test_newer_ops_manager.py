@@ -105,3 +105,22 @@ class TestCertificateLists:
         result = OpsManagerHook().generate_certificate_authority()
         assert result.changes is not None and result.authority is not None and not result.authority.active
         assert api_writes(newer)[-1]["path"] == "/api/v0/certificate_authorities/generate"
+
+
+@pytest.mark.e2e
+def test_a_whole_rotation_against_ops_manager_2_10_with_safety_checks(newer, airflow_db):
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils.state import DagRunState
+
+    (old,) = OpsManagerHook().list_certificate_authorities()
+    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[3] / "dags")).dags["opsman_ca_rotation"]
+    dag_run = dag.test(run_conf={"poll_interval_seconds": 1})
+    assert dag_run.state == DagRunState.SUCCESS
+    (new,) = OpsManagerHook().list_certificate_authorities()
+    assert new.active and new.guid != old.guid
+    report = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "verify.verify_rotation").xcom_pull(
+        task_ids="verify.verify_rotation"
+    )
+    assert report["problems"] == [] and any(e["procedure"] == "Services TLS CA Procedure" for e in report["excluded"])
