@@ -18,11 +18,12 @@ def test_journal_shape_and_clear(api):
     sim.clear_journal()
     assert sim.journal() == []
     api.token(refresh=True)
-    api.get("/api/v0/certificate_authorities")
+    cas = api.get("/api/v0/certificate_authorities")
     api.get("/api/v0/deployed/certificates?expires_within=3m")
     api.post("/api/v0/certificate_authorities/ffffffffffffffffffff/activate", json={})
     sim.state()  # control calls are not journaled
     entries = sim.journal()
+    assert entries[1]["bytes"] == len(cas.content), "bytes counts the response body sent"
     assert [(e["method"], e["path"], e["query"], e["status"]) for e in entries] == [
         ("POST", "/uaa/oauth/token", "", 200),
         ("GET", "/api/v0/certificate_authorities", "", 200),
@@ -32,7 +33,8 @@ def test_journal_shape_and_clear(api):
     seqs = [e["seq"] for e in entries]
     assert seqs == sorted(seqs) and len(set(seqs)) == 4
     for e in entries:
-        assert set(e) == {"seq", "method", "path", "query", "status", "started_at", "finished_at", "dropped"}
+        assert set(e) == {"seq", "method", "path", "query", "status", "started_at", "finished_at", "dropped", "bytes"}
+        assert isinstance(e["bytes"], int) and e["bytes"] >= 0
         assert isinstance(e["started_at"], float) and e["finished_at"] >= e["started_at"]
         assert e["dropped"] is False
     assert _ctl(sim, "DELETE", "/_simulator/journal").status_code == 200
@@ -132,7 +134,7 @@ def test_fault_validation(fresh):
         "fail_next_installs": 0, "status_burst": None, "drop_next": None, "latency": None, "token_ttl": None,
         "ca_status_207": False, "ca_warnings": [
             "Simulated warning: some certificates could not be processed by CredHub Maestro"],
-        "regenerate_failed": [], "log_bytes_per_second": 0,
+        "regenerate_failed": [], "log_bytes_per_second": 0, "apply_seconds": None,
     }
 
 
