@@ -259,7 +259,8 @@ def start_simulator(home: Path, password: str, apply_seconds: float, port: int =
         home,
         "simulator",
         [sys.executable, "-m", "opsman_simulator", "--host", "127.0.0.1", "--port", str(port), "--state-dir",
-         str(state_dir), "--apply-seconds", str(apply_seconds), "--password", password],
+         str(state_dir), "--apply-seconds", str(apply_seconds),
+         f"--password={password}"],  # "=": a generated password may start with "-"
         env,
     )
     deadline = time.monotonic() + timeout

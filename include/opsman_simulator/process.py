@@ -70,13 +70,12 @@ class SimulatorProcess:
             str(self.apply_seconds),
             "--token-ttl",
             str(self.token_ttl),
-            "--username",
-            self.username,
-            "--password",
-            self.password,
+            # "--flag=value": a generated secret may start with "-", which argparse would take for a flag.
+            f"--username={self.username}",
+            f"--password={self.password}",
         ]
         if self.client_id is not None:
-            cmd += ["--client-id", self.client_id, "--client-secret", self.client_secret or ""]
+            cmd += [f"--client-id={self.client_id}", f"--client-secret={self.client_secret or ''}"]
         return cmd + list(self.extra_args)
 
     def start(self) -> "SimulatorProcess":

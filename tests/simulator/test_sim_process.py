@@ -168,3 +168,14 @@ def test_simulator_process_context_manager(tmp_path):
     assert not s.running
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_secrets_that_start_with_a_dash_reach_the_simulator(tmp_path):
+    # token_urlsafe() can start with "-"; passed as "--password -x..." argparse would take it for a flag.
+    with SimulatorProcess(tmp_path / "dash", password="-Ab3-secret", client_id="-bot", client_secret="-Cd4") as sim:
+        grant = {"grant_type": "password", "username": "admin", "password": "-Ab3-secret", "client_id": "opsman"}
+        r = requests.post(f"{sim.url}/uaa/oauth/token", data=grant, auth=("opsman", ""), verify=sim.ca_path, timeout=30)
+        assert r.status_code == 200 and r.json()["access_token"]
+        r = requests.post(f"{sim.url}/uaa/oauth/token", data={"grant_type": "client_credentials"}, auth=("-bot", "-Cd4"),
+                          verify=sim.ca_path, timeout=30)
+        assert r.status_code == 200
