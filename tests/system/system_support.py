@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +83,22 @@ class LocalAirflow:
         return self.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")["value"]
 
 
+@contextmanager
+def running_stack(script: str, home: Path, up_args: list[str], info_file: str, down_timeout: float = 120) -> Iterator[LocalAirflow]:
+    """``scripts/<script> up`` in ``home``, the stack as a :class:`LocalAirflow`, and ``down`` by PID whatever happens."""
+    command = [sys.executable, str(REPO / "scripts" / script)]
+    started = time.monotonic()
+    up = subprocess.run([*command, "up", "--home", str(home), *up_args],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    try:
+        if up.returncode != 0:
+            logs = "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-30:])
+                             for p in sorted((home / "logs").glob("*.log")))
+            pytest.fail(f"{script} up failed:\n{up.stdout}\n{logs}")
+        info = json.loads((home / info_file).read_text())
+        print(f"{script} up in {time.monotonic() - started:.1f} s")
+        yield LocalAirflow(info)
+    finally:
+        subprocess.run([*command, "down", "--home", str(home)], timeout=down_timeout)
+        left = {n: p for n, p in airflow_stack.recorded(home).items() if airflow_stack.alive(p)}
+        assert not left, f"still running after down: {left}"

@@ -5,15 +5,12 @@ own logs that every task ran on a Celery worker.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
-from system_support import DAG_ID, REPO, LocalAirflow, airflow_stack, missing
+from system_support import airflow_stack, missing, running_stack
 
 pytestmark = [pytest.mark.celery, pytest.mark.system]
 
@@ -26,25 +23,10 @@ def celery_cluster(tmp_path_factory):
     if not shutil.which("redis-server") or not shutil.which("/usr/lib/postgresql/15/bin/initdb"):
         missing("PostgreSQL 15 and redis-server from Debian are needed (./dev system-deps)")
     home = tmp_path_factory.mktemp("celery-airflow")
-    script = [sys.executable, str(REPO / "scripts" / "celery_cluster.py")]
     port = airflow_stack.free_port()
-    started = time.monotonic()
-    up = subprocess.run([*script, "up", "--home", str(home), "--port", str(port), "--workers", "2",
-                         "--foundations", str(FOUNDATIONS), "--apply-seconds", "1"],
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-    try:
-        if up.returncode != 0:
-            logs = "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-30:])
-                             for p in sorted((home / "logs").glob("*.log")))
-            pytest.fail(f"celery_cluster.py up failed:\n{up.stdout}\n{logs}")
-        info = json.loads((home / "celery-cluster.json").read_text())
-        print(f"Celery cluster up in {time.monotonic() - started:.1f} s")
-        yield LocalAirflow(info)
-    finally:
-        subprocess.run([*script, "down", "--home", str(home)], timeout=180)
-        left = {n: p for n, p in airflow_stack.recorded(home).items() if airflow_stack.alive(p)}
-        assert not left, f"still running after down: {left}"
-
+    up_args = ["--port", str(port), "--workers", "2", "--foundations", str(FOUNDATIONS), "--apply-seconds", "1"]
+    with running_stack("celery_cluster.py", home, up_args, "celery-cluster.json", down_timeout=180) as cluster:
+        yield cluster
 
 def test_rotate_several_foundations_on_celery_workers(celery_cluster):
     started = time.monotonic()
