@@ -183,7 +183,13 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
     }
 
 
-def apply_changes(step: str, after_task_id: str) -> tuple[ApplyChangesOperator, ApplyChangesSensor]:
+def sensor_mode(foundation: Foundation | None) -> dict[str, Any]:
+    """How the Apply Changes sensors wait: deferrable (the default) unless the fleet file says otherwise."""
+    mode = foundation.wait_mode if foundation else "deferrable"
+    return {"deferrable": True} if mode == "deferrable" else {"deferrable": False, "mode": mode}
+
+
+def apply_changes(step: str, after_task_id: str, wait_mode: dict[str, Any]) -> tuple[ApplyChangesOperator, ApplyChangesSensor]:
     """Apply Changes carrying the change made by ``after_task_id``, then wait for it to succeed."""
     start = ApplyChangesOperator(
         task_id="apply_changes",
@@ -205,6 +211,7 @@ def apply_changes(step: str, after_task_id: str) -> tuple[ApplyChangesOperator, 
         installation_id=start.output,
         after_installation_id=f"{{{{ ti.xcom_pull(task_ids='{start.task_id}', key='{AFTER_INSTALLATION_KEY}') }}}}",
         poll_interval_seconds=POLL,
+        **wait_mode,
     )
     start >> wait
     return start, wait
@@ -216,6 +223,7 @@ def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
     due, every task in the foundation's one-slot pool, an Asset event and notifications.
     """
     fleet_args: dict[str, Any] = {}
+    wait_mode = sensor_mode(foundation)
     if foundation is not None:
         fleet_args = {
             # Everything that talks to this Ops Manager queues in its one-slot pool (its API does
@@ -262,6 +270,7 @@ def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
                 opsman_conn_id=CONN,
                 installation_id="{{ ti.xcom_pull(task_ids='preflight.check_ops_manager')['running_installation_id'] }}",
                 poll_interval_seconds=POLL,
+                **wait_mode,
             )
             plan = PlanRotationOperator(
                 task_id="plan_rotation",
@@ -292,7 +301,7 @@ def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
             due >> check
 
         with TaskGroup("initial_apply_changes"):
-            initial_apply, initial_wait = apply_changes(INITIAL_APPLY, "preflight.check_ops_manager")
+            initial_apply, initial_wait = apply_changes(INITIAL_APPLY, "preflight.check_ops_manager", wait_mode)
             pending >> initial_apply
 
         with TaskGroup("create_new_ca"):
@@ -309,7 +318,7 @@ def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
             verify_new_ca = VerifyCertificateAuthoritiesOperator(
                 task_id="verify_new_ca_inactive", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
             )
-            apply_new_ca, wait_new_ca = apply_changes(APPLY_NEW_CA, "create_new_ca.generate_ca")
+            apply_new_ca, wait_new_ca = apply_changes(APPLY_NEW_CA, "create_new_ca.generate_ca", wait_mode)
             activate = ActivateCertificateAuthorityOperator(
                 task_id="activate_ca", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
             )
@@ -320,14 +329,14 @@ def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
             regenerate = RegenerateCertificatesOperator(
                 task_id="regenerate_leaf_certificates", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
             )
-            apply_leaves, wait_leaves = apply_changes(APPLY_LEAVES, "regenerate_certificates.regenerate_leaf_certificates")
+            apply_leaves, wait_leaves = apply_changes(APPLY_LEAVES, "regenerate_certificates.regenerate_leaf_certificates", wait_mode)
             activate >> regenerate >> apply_leaves
 
         with TaskGroup("delete_old_ca"):
             delete = DeleteCertificateAuthorityOperator(
                 task_id="delete_ca", opsman_conn_id=CONN, plan=PLAN, old_ca_guid=verify_new_ca.output, new_ca_guid=generate.output
             )
-            apply_delete, wait_delete = apply_changes(APPLY_DELETE, "delete_old_ca.delete_ca")
+            apply_delete, wait_delete = apply_changes(APPLY_DELETE, "delete_old_ca.delete_ca", wait_mode)
             wait_leaves >> delete >> apply_delete
 
         with TaskGroup("verify"):

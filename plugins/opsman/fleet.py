@@ -19,6 +19,7 @@ Format (see ``include/foundations.example.yaml``)::
         schedule: "0 6 * * 1-5"    # cron or preset; null: manual runs only
         expires_within: 3m         # rotate when the CA or a rotated leaf expires within this
         poll_interval_seconds: 30
+        wait_mode: deferrable      # how Apply Changes waits: deferrable (triggerer), reschedule or poke
         apply_changes: {deploy_products: all, errands: {}, recreate_vms: false,
                         force_latest_variables: false, ignore_warnings: false, mode: api, initial: true}
         notifiers:
@@ -59,7 +60,12 @@ APPLY_CHANGES_FIELDS = {
     "mode": "apply_changes_mode",
     "initial": "initial_apply_changes",
 }
-FOUNDATION_FIELDS = {"name", "conn_id", "schedule", "expires_within", "poll_interval_seconds", "apply_changes", "notifiers"}
+FOUNDATION_FIELDS = {
+    "name", "conn_id", "schedule", "expires_within", "poll_interval_seconds", "wait_mode", "apply_changes", "notifiers",
+}
+#: How the Apply Changes sensors wait. deferrable: in the triggerer, no worker slot (needs a triggerer);
+#: reschedule: a worker slot only during each poll; poke: a worker slot for the whole Apply Changes.
+WAIT_MODES = ("deferrable", "reschedule", "poke")
 NOTIFIER_EVENTS = ("on_failure", "on_success")
 
 
@@ -86,6 +92,7 @@ class Foundation:
     schedule: str | None = DEFAULT_SCHEDULE
     expires_within: str = DEFAULT_WINDOW
     poll_interval_seconds: int = 30
+    wait_mode: str = WAIT_MODES[0]
     #: trigger-form Param name -> default, from ``apply_changes``
     param_defaults: dict[str, Any] = field(default_factory=dict)
     on_failure: tuple[NotifierSpec, ...] = ()
@@ -238,12 +245,16 @@ def _foundation(item: dict[str, Any], fail: Any) -> Foundation:
     poll = item.get("poll_interval_seconds", 30)
     if isinstance(poll, bool) or not isinstance(poll, int) or not 1 <= poll <= 3600:
         raise fail("poll_interval_seconds", f"must be an integer from 1 to 3600; got {poll!r}")
+    wait_mode = item.get("wait_mode", WAIT_MODES[0])
+    if wait_mode not in WAIT_MODES:
+        raise fail("wait_mode", f"must be one of {', '.join(WAIT_MODES)}; got {wait_mode!r}")
     return Foundation(
         name=name,
         conn_id=conn_id,
         schedule=schedule,
         expires_within=window,
         poll_interval_seconds=poll,
+        wait_mode=wait_mode,
         param_defaults=_apply_changes(item.get("apply_changes") or {}, fail),
         **_notifiers(item.get("notifiers") or {}, fail),
     )

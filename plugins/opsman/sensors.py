@@ -102,7 +102,9 @@ class ApplyChangesSensor(BaseSensorOperator):
         if self.installation_id is None and not self._started_by_a_person():
             return False
         status = self.hook.get_installation_status(self._id)
-        if status.is_terminal or time.monotonic() - self._last_log_fetch >= self.log_interval_seconds:
+        # In reschedule mode every poke is a new process with no offset: the log only at the end, once.
+        periodic = not self.reschedule and time.monotonic() - self._last_log_fetch >= self.log_interval_seconds
+        if status.is_terminal or periodic:
             self._print_new_log()
         if status is InstallationStatus.FAILED:
             self._fail()

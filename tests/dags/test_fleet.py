@@ -14,6 +14,7 @@ import pytest
 import yaml
 from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.state import DagRunState, TaskInstanceState
+from opsman.sensors import ApplyChangesSensor
 from opsman_simulator.process import SimulatorProcess
 from recording_notifier import calls
 from support import SIM_PASSWORD, SIM_USER, api_writes, check_rotation_invariants, connection_json
@@ -123,6 +124,14 @@ class TestFleetDags:
         assert set(east.task_ids) - {"rotation_due"} == set(ROTATION_TASK_IDS)
         assert east.get_task("preflight.check_ops_manager").upstream_task_ids == {"rotation_due"}
         assert {t.task_id for t in due.get_flat_relatives(upstream=False)} == set(ROTATION_TASK_IDS)
+
+    def test_wait_mode_chooses_how_every_apply_changes_sensor_waits(self, fleet, sim, young_sim, newer_sim):
+        fleet({"east": (sim, {}), "west": (young_sim, {"wait_mode": "reschedule"}), "lab": (newer_sim, {"wait_mode": "poke"})})
+        bag = dagbag()
+        for name, expected in (("east", (True, "poke")), ("west", (False, "reschedule")), ("lab", (False, "poke"))):
+            sensors = [t for t in bag.dags[f"opsman_ca_rotation__{name}"].tasks if isinstance(t, ApplyChangesSensor)]
+            assert len(sensors) == 5  # the running installation, and one per Apply Changes
+            assert {(t.deferrable, t.mode) for t in sensors} == {expected}, name
 
     def test_an_invalid_fleet_file_is_one_clear_import_error(self, fleet, sim):
         path = fleet({"east": (sim, {}), "west": (sim, {"expires_within": "three months"})})

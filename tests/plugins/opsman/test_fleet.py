@@ -66,6 +66,7 @@ class TestValidFleet:
         (one(schedule="61 * * * *"), r"field 'schedule'"),
         (one(poll_interval_seconds=0), r"foundation 'prod', field 'poll_interval_seconds'"),
         (one(colour="blue"), r"foundation 'prod', field 'colour': unknown field"),
+        (one(wait_mode="sleep"), r"foundation 'prod', field 'wait_mode': must be one of deferrable, reschedule, poke"),
         (one(apply_changes={"mode": "auto"}), r"foundation 'prod', field 'apply_changes.mode': must be api or manual"),
         (one(apply_changes={"recreate_vms": "yes"}), r"field 'apply_changes.recreate_vms': must be true or false"),
         (one(notifiers={"on_failure": [{"class": "no.such.Notifier"}]}),

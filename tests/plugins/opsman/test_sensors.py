@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
-from support import api_writes, journal_calls, task_context
+from support import api_writes, journal_calls, task_context, wait_for_installation
 
 from opsman.exceptions import OpsManagerError
 from opsman.hooks import OpsManagerHook
@@ -53,6 +53,18 @@ class TestPokeMode:
         assert f"installation {installation_id}) failed" in message
         tail = OpsManagerHook().get_installation_logs(installation_id).rstrip("\n").splitlines()[-1]
         assert tail in message
+
+    def test_reschedule_mode_reads_the_log_only_once_it_has_finished(self, sim):
+        # Each reschedule poke runs in a new process that has no log offset: the log is read once, at the end.
+        sim.faults(apply_seconds=3)
+        installation_id = start_install(sim)
+        sim.clear_journal()
+        rescheduled = sensor(installation_id, deferrable=False, mode="reschedule")
+        assert rescheduled.poke(task_context()) is False
+        assert journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}/logs") == []
+        wait_for_installation(sim, OpsManagerHook(), installation_id)
+        assert rescheduled.poke(task_context()) is True
+        assert len(journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}/logs")) == 1
 
 
 class TestDeferrable:
