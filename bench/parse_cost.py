@@ -1,5 +1,9 @@
 """Parse cost of the DAG folder: a trivial one-task DAG file vs dags/ with no fleet file, 1 and 100 foundations.
 
+Two more rows show Airflow's own floor for the 100-foundation shape: 100 DAGs of 21 chained
+``EmptyOperator`` tasks, without Params and with our DAGs' Params (Airflow deep-copies a DAG's Params
+into every operator, once per ``__init__`` in its class chain).
+
 Each measurement is a fresh Python process with Airflow already imported (as in the DAG processor,
 which imports Airflow once and parses files in child processes); timed are (a) ``DagBag`` over the
 folder: importing the DAG file, our plugins and the fleet file, building the DAGs; and (b) (a) plus
@@ -35,6 +39,34 @@ with DAG(dag_id="trivial", schedule=None):
         return 1
 
     hello()
+'''
+
+SHAPE_ONLY_DAGS = '''
+import json
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, Param
+
+params = {{name: Param(p["value"], p["description"], schema=p["schema"]) for name, p in json.loads({params!r}).items()}}
+for n in range(100):
+    with DAG(dag_id=f"shape_{{n:03d}}", schedule=None, params=params) as dag:
+        previous = None
+        for i in range(21):
+            task = EmptyOperator(task_id=f"t{{i:02d}}")
+            if previous is not None:
+                previous >> task
+            previous = task
+    globals()[dag.dag_id] = dag
+'''
+
+# Our fleet DAGs' Params as JSON (value, description, schema), read in a child with the DAG file importable.
+DUMP_PARAMS = r'''
+import json, sys
+sys.path[:0] = sys.argv[1:3]
+from opsman.fleet import parse_fleet
+from opsman_ca_rotation import rotation_params
+foundation = parse_fleet({"foundations": [{"name": "f000", "conn_id": "opsman_f000"}]}).foundations[0]
+print(json.dumps({k: {"value": p.value, "description": p.description, "schema": p.schema}
+                  for k, p in rotation_params(foundation).items()}))
 '''
 
 CHILD = r'''
@@ -80,11 +112,20 @@ def main() -> int:
         (tmp / "trivial").mkdir()
         (tmp / "trivial" / "trivial.py").write_text(TRIVIAL_DAG)
         (tmp / "home").mkdir()
+        env = dict(os.environ, AIRFLOW_HOME=str(tmp / "home"), AIRFLOW__CORE__LOAD_EXAMPLES="False")
+        env.pop("OPSMAN_FLEET_FILE", None)
+        ours = subprocess.run([sys.executable, "-c", DUMP_PARAMS, str(REPO / "dags"), str(REPO / "plugins")], env=env,
+                              capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        for kind, params in (("shape", "{}"), ("shape_params", ours)):
+            (tmp / kind).mkdir()
+            (tmp / kind / f"{kind}.py").write_text(SHAPE_ONLY_DAGS.format(params=params))
         configs = {
             "trivial one-task DAG file": (tmp / "trivial", None),
             "dags/, no fleet file": (REPO / "dags", None),
             "dags/, 1 foundation": (REPO / "dags", fleet_file(tmp, 1)),
             "dags/, 100 foundations": (REPO / "dags", fleet_file(tmp, 100)),
+            "floor: 100x21 EmptyOperator": (tmp / "shape", None),
+            "floor, with our 17 Params": (tmp / "shape_params", None),
         }
         results: dict[str, list[dict]] = {name: [] for name in configs}
         for _ in range(args.rounds):
@@ -93,14 +134,14 @@ def main() -> int:
     base = statistics.median(r["parse"] for r in results["trivial one-task DAG file"])
     base_total = statistics.median(r["parse"] + r["serialize"] for r in results["trivial one-task DAG file"])
     print(f"median of {args.rounds} rounds, each a fresh process with Airflow imported (python {sys.version.split()[0]})")
-    header = f"{'configuration':<28} {'DAGs':>5} {'tasks':>6} {'parse s':>8} {'x trivial':>9} {'+serialize s':>12} {'x trivial':>9}"
+    header = f"{'configuration':<30} {'DAGs':>5} {'tasks':>6} {'parse s':>8} {'x trivial':>9} {'+serialize s':>12} {'x trivial':>9}"
     print(header)
     print("-" * len(header))
     for name, rows in results.items():
         parse = statistics.median(r["parse"] for r in rows)
         total = statistics.median(r["parse"] + r["serialize"] for r in rows)
         assert all(r["errors"] == 0 for r in rows), f"{name}: import errors"
-        print(f"{name:<28} {rows[0]['dags']:>5} {rows[0]['tasks']:>6} {parse:>8.3f} {parse / base:>9.1f} {total:>12.3f} {total / base_total:>9.1f}")
+        print(f"{name:<30} {rows[0]['dags']:>5} {rows[0]['tasks']:>6} {parse:>8.3f} {parse / base:>9.1f} {total:>12.3f} {total / base_total:>9.1f}")
     return 0
 
 
