@@ -145,11 +145,7 @@ class Bench:
         for i, sim in enumerate(self.sims):
             env[f"AIRFLOW_CONN_OPSMAN_{foundation_name(i).upper()}"] = self.connection(sim)
         stack.prepare_database(home, env)
-        airflow = stack.venv_bin("airflow")
-        stack.start(home, "api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env)
-        stack.start(home, "scheduler", [airflow, "scheduler", "--skip-serve-logs"], env)
-        stack.start(home, "dag-processor", [airflow, "dag-processor"], env)
-        stack.start(home, "triggerer", [airflow, "triggerer", "--skip-serve-logs"], env)
+        stack.start_components(home, port, env)
         api = stack.Api(f"http://127.0.0.1:{port}", "admin", values["admin_password"])
         try:
             for i in range(len(self.sims)):

@@ -137,6 +137,19 @@ def start(home: Path, name: str, args: list[str], env: dict[str, str]) -> int:
     return proc.pid
 
 
+def start_components(home: Path, port: int, env: dict[str, str]) -> None:
+    """api-server (UI, REST and Execution API) on 127.0.0.1:``port``, scheduler, dag-processor, triggerer.
+
+    The scheduler and triggerer skip their log servers (they would bind every interface); the
+    api-server reads task logs from the shared logs folder.
+    """
+    airflow = venv_bin("airflow")
+    start(home, "api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env)
+    start(home, "scheduler", [airflow, "scheduler", "--skip-serve-logs"], env)
+    start(home, "dag-processor", [airflow, "dag-processor"], env)
+    start(home, "triggerer", [airflow, "triggerer", "--skip-serve-logs"], env)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

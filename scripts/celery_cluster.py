@@ -141,14 +141,10 @@ def up(home: Path, port: int, workers: int, foundations: int, apply_seconds: flo
                 env["AIRFLOW_CONN_OPSMAN_DEFAULT"] = conn
             info["foundations"][f"opsman_foundation_{n}"] = {"url": sim["url"], "ca_path": sim["ca_path"]}
         stack.prepare_database(home, env)
-        airflow = stack.venv_bin("airflow")
-        stack.start(home, "api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env)
-        stack.start(home, "scheduler", [airflow, "scheduler", "--skip-serve-logs"], env)
-        stack.start(home, "dag-processor", [airflow, "dag-processor"], env)
-        stack.start(home, "triggerer", [airflow, "triggerer", "--skip-serve-logs"], env)
+        stack.start_components(home, port, env)
         for n in range(1, workers + 1):
             name = f"worker{n}"
-            stack.start(home, name, [airflow, "celery", "worker", "--concurrency", "2", "--skip-serve-logs",
+            stack.start(home, name, [stack.venv_bin("airflow"), "celery", "worker", "--concurrency", "2", "--skip-serve-logs",
                                      "--celery-hostname", f"{name}@%h"], env)
             info["workers"].append(name)
         api = stack.Api(info["url"], "admin", values["admin_password"])

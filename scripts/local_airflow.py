@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,12 +61,7 @@ def up(home: Path, port: int, apply_seconds: float, fresh: bool, timeout: float)
         sim = stack.start_simulator(home, values["simulator_password"], apply_seconds)
         env["AIRFLOW_CONN_OPSMAN_DEFAULT"] = stack.simulator_connection(sim, values["simulator_password"])
         stack.prepare_database(home, env)
-        airflow = stack.venv_bin("airflow")
-        stack.start(home, "api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port),
-                                         "--workers", "1"], env)
-        stack.start(home, "scheduler", [airflow, "scheduler", "--skip-serve-logs"], env)
-        stack.start(home, "dag-processor", [airflow, "dag-processor"], env)
-        stack.start(home, "triggerer", [airflow, "triggerer", "--skip-serve-logs"], env)
+        stack.start_components(home, port, env)
         api = stack.Api(f"http://127.0.0.1:{port}", "admin", values["admin_password"])
         stack.wait_ready(api, home, COMPONENTS, timeout=timeout)
     except Exception as err:

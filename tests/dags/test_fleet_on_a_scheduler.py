@@ -61,10 +61,7 @@ def test_a_rotation_and_the_report_never_call_one_ops_manager_at_once(tmp_path, 
         pools = subprocess.run([sys.executable, str(REPO / "scripts" / "create_pools.py")], env=env, check=True,
                                capture_output=True, text=True)
         assert "opsman_east" in pools.stdout
-        stack.start(home, "api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env)
-        stack.start(home, "scheduler", [airflow, "scheduler", "--skip-serve-logs"], env)
-        stack.start(home, "dag-processor", [airflow, "dag-processor"], env)
-        stack.start(home, "triggerer", [airflow, "triggerer", "--skip-serve-logs"], env)
+        stack.start_components(home, port, env)
         api = stack.Api(f"http://127.0.0.1:{port}", "admin", values["admin_password"])
         stack.wait_ready(api, home, COMPONENTS, timeout=240, dag_id=ROTATION)
         stack.wait_ready(api, home, COMPONENTS, timeout=60, dag_id=REPORT)
