@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import http
 import json
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -15,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .state import ApiError, Config, Store, atomic_write
+from .state import ApiError, Config, Store, atomic_write, rfc3339_full
 from .uaa import UAA
 
 SIM_PREFIX = "/_simulator"
@@ -136,7 +135,7 @@ class SimulatorMiddleware:
             "path": path,
             "query": redact_query(scope.get("query_string", b"").decode("latin-1")),
             "status": 0,
-            "started_at": time.time(),
+            "started_at": store.now(),
             "finished_at": None,
             "dropped": False,
             "bytes": 0,  # response body bytes sent (for the API-politeness benchmark)
@@ -184,7 +183,7 @@ class SimulatorMiddleware:
                 await self.app(scope, receive, recording_send)
         finally:
             sim.in_flight -= 1
-            entry["finished_at"] = time.time()
+            entry["finished_at"] = store.now()
             sim.journal.append(entry)
 
     @staticmethod
@@ -442,6 +441,22 @@ def create_app(sim: Simulator):
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return store.faults
+
+    @app.get(SIM_PREFIX + "/clock")
+    async def get_clock():
+        return {"now": rfc3339_full(store.now()), "offset_seconds": store.data.get("clock_offset_seconds", 0.0)}
+
+    @app.post(SIM_PREFIX + "/clock")
+    async def post_clock(request: Request):
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return JSONResponse({"error": "body is not valid JSON"}, status_code=400)
+        try:
+            return store.move_clock(body)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
 
     @app.post(SIM_PREFIX + "/reset")
     async def reset():

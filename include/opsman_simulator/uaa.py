@@ -15,7 +15,6 @@ import json
 import math
 import os
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -60,7 +59,7 @@ class UAA:
         return f"{header}.{body}.{_b64(sig)}"
 
     def verify(self, token: str, now: float | None = None) -> dict[str, Any] | None:
-        now = time.time() if now is None else now
+        now = self.store.now() if now is None else now
         try:
             header, body, sig = token.split(".")
             want = hmac.new(self.secret, f"{header}.{body}".encode(), hashlib.sha256).digest()
@@ -111,7 +110,7 @@ class UAA:
         return unquote(cid), unquote(csecret)
 
     def token(self, authorization: str | None, form: dict[str, str], now: float | None = None) -> dict[str, Any]:
-        now = time.time() if now is None else now
+        now = self.store.now() if now is None else now
         grant = form.get("grant_type")
         basic = self._basic(authorization)
         if grant == "password":
