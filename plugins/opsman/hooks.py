@@ -25,11 +25,11 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlparse
 
 import aiohttp
@@ -241,7 +241,10 @@ class OpsManagerConnectionSettings:
 @dataclass
 class _Token:
     value: str = field(repr=False)
-    expires_at: float | None  # time.monotonic() deadline; None when UAA gave no expiry
+    expires_at: float | None  # deadline on ``clock``; None when UAA gave no expiry
+    # Seconds on a clock that only moves forward; tests drive it with the simulator's clock to pin the
+    # renewal lead exactly, whatever the machine's load.
+    clock: ClassVar[Callable[[], float]] = staticmethod(time.monotonic)
 
     @classmethod
     def from_response(cls, body: Any, token_url: str) -> _Token:
@@ -257,10 +260,10 @@ class _Token:
             return cls(value, None)
         # Refresh ahead of expiry: a quarter of the lifetime, at most a minute (om uses 10 s).
         lead = min(60.0, expires_in / 4)
-        return cls(value, time.monotonic() + expires_in - lead)
+        return cls(value, cls.clock() + expires_in - lead)
 
     def is_fresh(self) -> bool:
-        return self.expires_at is None or time.monotonic() < self.expires_at
+        return self.expires_at is None or self.clock() < self.expires_at
 
 
 def _error_messages(body: Any) -> list[str]:
