@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import ssl
 import tempfile
 import threading
@@ -44,7 +45,10 @@ from opsman.exceptions import (
     OpsManagerApiError,
     OpsManagerAuthError,
     OpsManagerConfigError,
+    OpsManagerCredentialsError,
     OpsManagerNotFoundError,
+    OpsManagerPermissionError,
+    OpsManagerRejectedError,
     OpsManagerResponseError,
     OpsManagerTransientError,
     SafetyViolationError,
@@ -294,6 +298,51 @@ def _tls_error(settings: OpsManagerConnectionSettings, err: Exception) -> OpsMan
     )
 
 
+#: getaddrinfo answers that mean "this name does not exist" (EAI_AGAIN, a DNS server that could not
+#: be reached, stays transient).
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
+
+def _unresolvable(err: BaseException) -> bool:
+    """True when a connection error's cause is a host name that does not exist."""
+    seen: set[int] = set()
+    todo: list[Any] = [err]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, socket.gaierror):
+            return item.errno in _NO_SUCH_NAME
+        todo.extend([getattr(item, "reason", None), getattr(item, "os_error", None), item.__cause__, item.__context__])
+        todo.extend(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))
+    return False
+
+
+def _unresolvable_error(settings: OpsManagerConnectionSettings, url: str) -> OpsManagerConfigError:
+    host = urlparse(url).hostname
+    return OpsManagerConfigError(
+        f"the host name {host!r} does not resolve (no such name in DNS). Check the host (or extra uaa_url) of "
+        f"connection '{settings.conn_id}': it must be the Ops Manager's name as its operators reach it"
+    )
+
+
+def _token_refused(settings: OpsManagerConnectionSettings, url: str, status: int, messages: str) -> OpsManagerAuthError:
+    """UAA's refusal: wrong credentials and a wrong UAA URL are not retried; anything else is."""
+    if status in (400, 401, 403):
+        return OpsManagerCredentialsError(
+            f"UAA at {url} refused to issue a token for {settings.principal} (HTTP {status}: {messages}). "
+            f"Check the login/password or client_id/client_secret of connection '{settings.conn_id}'; "
+            "not retried, a retry would send the same credentials."
+        )
+    if status == 404:
+        return OpsManagerConfigError(  # type: ignore[return-value]
+            f"no UAA token endpoint at {url} (HTTP 404). Check the host or extra uaa_url of connection "
+            f"'{settings.conn_id}' (default: <host>/uaa)."
+        )
+    return OpsManagerAuthError(f"UAA at {url} answered HTTP {status} ({messages}) to the token request; try again later")
+
+
 def _backoff(settings: OpsManagerConnectionSettings) -> Any:
     """Exponential backoff; after a timeout, at least the request timeout again.
 
@@ -347,12 +396,40 @@ def _raise_for_status(call: str, method: str, path: str, status: int, body: Any,
         raise OpsManagerTransientError(call, method, path, status, messages)
     if status == 404:
         raise OpsManagerNotFoundError(call, method, path, status, messages)
-    hint = ""
+    if status == 403:
+        raise OpsManagerPermissionError(call, method, path, status, messages, hint=permission_hint(method, path))
     if status == 401:
-        hint = "Ops Manager rejected a freshly issued token; check the UAA user's or client's scopes"
-    elif status == 403:
-        hint = "the UAA user or client lacks permission (needs opsman.admin or a full-access role)"
-    raise OpsManagerApiError(call, method, path, status, messages, hint=hint)
+        raise OpsManagerRejectedError(
+            call, method, path, status, messages,
+            hint="Ops Manager rejected a freshly issued token; check the UAA user's or client's opsman.* groups",
+        )
+    if status in (400, 422):
+        # Ops Manager's own words say what is wrong; the same request would get the same answer.
+        raise OpsManagerRejectedError(call, method, path, status, messages)
+    raise OpsManagerApiError(call, method, path, status, messages)
+
+
+#: UAA groups of Ops Manager's roles (opsman-api.md is the developer source; the Ops Manager docs
+#: "Creating and managing Ops Manager user and client accounts" list the same names).
+WRITE_ROLES = ("opsman.admin", "opsman.full_control", "opsman.restricted_control")
+CREDENTIAL_ROLES = ("opsman.admin", "opsman.full_control")
+READ_ROLES = (*WRITE_ROLES, "opsman.full_view", "opsman.restricted_view")
+
+
+def permission_hint(method: str, path: str) -> str:
+    """The role a refused call needs, for the error message."""
+    if method == "GET" and "/credentials/" in path:
+        return (
+            "Reading a credential needs a full role (Full Control, opsman.full_control, or Administrator, "
+            "opsman.admin); Restricted roles may not read credentials"
+        )
+    if method in ("POST", "PUT", "PATCH", "DELETE"):
+        return (
+            "This change needs a control role: Restricted Control (opsman.restricted_control) is enough, or "
+            "Full Control / Administrator; a view role may only read. Give the connection's UAA user or client "
+            "such a role, then clear this task"
+        )
+    return "The connection's UAA user or client needs an Ops Manager role (e.g. opsman.restricted_control)"
 
 
 class _Endpoints:
@@ -482,6 +559,8 @@ class OpsManagerHook(HttpHook):
             except requests.exceptions.SSLError as err:
                 raise _tls_error(settings, err) from None
             except (requests.ConnectionError, requests.Timeout) as err:
+                if _unresolvable(err):
+                    raise _unresolvable_error(settings, url) from None
                 raise OpsManagerTransientError("get UAA token", "POST", url, None, [type(err).__name__]) from None
 
         response = self._retrying(3, "get UAA token")(attempt)
@@ -491,10 +570,7 @@ class OpsManagerHook(HttpHook):
             body = _decode("get UAA token", "POST", url, response.status_code,
                            response.headers.get("Content-Type", ""), response.text) if response.text else {}
             messages = "; ".join(_error_messages(body)) or f"HTTP {response.status_code}"
-            raise OpsManagerAuthError(
-                f"UAA at {url} refused to issue a token for {settings.principal} (HTTP {response.status_code}: "
-                f"{messages}). Check the login/password or client_id/client_secret of connection '{settings.conn_id}'."
-            )
+            raise _token_refused(settings, url, response.status_code, messages)
         body = _decode("get UAA token", "POST", url, 200, response.headers.get("Content-Type", ""), response.text)
         return _Token.from_response(body, url)
 
@@ -556,6 +632,8 @@ class OpsManagerHook(HttpHook):
             except requests.exceptions.SSLError as err:
                 raise _tls_error(self.settings, err) from None
             except (requests.ConnectionError, requests.Timeout) as err:
+                if _unresolvable(err):
+                    raise _unresolvable_error(self.settings, url) from None
                 transient = OpsManagerTransientError(
                     call, method, path, None, [f"{type(err).__name__}: the request may or may not have reached Ops Manager"]
                 )
@@ -750,14 +828,14 @@ class OpsManagerAsyncHook(HttpAsyncHook):
         except aiohttp.ClientConnectorCertificateError as err:
             raise _tls_error(settings, err) from None
         except (aiohttp.ClientError, TimeoutError) as err:
+            if _unresolvable(err):
+                raise _unresolvable_error(settings, url) from None
             raise OpsManagerTransientError("get UAA token", "POST", url, None, [type(err).__name__]) from None
         if status in TRANSIENT_STATUSES:
             raise OpsManagerTransientError("get UAA token", "POST", url, status, [])
         if status != 200:
-            raise OpsManagerAuthError(
-                f"UAA at {url} refused to issue a token for {settings.principal} (HTTP {status}). "
-                f"Check the credentials of connection '{settings.conn_id}'."
-            )
+            body = _decode("get UAA token", "POST", url, status, "", text) if text.strip() else {}
+            raise _token_refused(settings, url, status, "; ".join(_error_messages(body)) or f"HTTP {status}")
         self._token = _Token.from_response(_decode("get UAA token", "POST", url, status, "", text), url)
         return self._token.value
 
@@ -792,6 +870,8 @@ class OpsManagerAsyncHook(HttpAsyncHook):
                 except aiohttp.ClientConnectorCertificateError as err:
                     raise _tls_error(settings, err) from None
                 except (aiohttp.ClientError, TimeoutError) as err:
+                    if _unresolvable(err):
+                        raise _unresolvable_error(settings, settings.base_url) from None
                     transient = OpsManagerTransientError(call, "GET", path, None, [type(err).__name__])
                     transient.timed_out = isinstance(err, TimeoutError)
                     raise transient from None

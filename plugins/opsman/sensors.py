@@ -155,4 +155,6 @@ class ApplyChangesSensor(BaseSensorOperator):
                 f"gave up after {self.timeout} s: {event.get('message')}; nothing was cancelled. "
                 "Check Ops Manager, then clear this task to wait again."
             )
+        if event.get("permanent"):
+            raise AirflowFailException(f"waiting for installation {self._id} failed: {event.get('message')}")
         raise OpsManagerError(f"waiting for installation {self._id} failed: {event.get('message')}")

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from opsman.exceptions import OpsManagerError, OpsManagerNotFoundError
@@ -74,13 +75,15 @@ class InstallationTrigger(BaseTrigger):
             },
         )
 
-    def _event(self, status: str, message: str) -> TriggerEvent:
+    def _event(self, status: str, message: str, permanent: bool = False) -> TriggerEvent:
         return TriggerEvent(
             {
                 "status": status,
                 "installation_id": self.installation_id,
                 "log_offset": self.log_offset,
                 "message": message,
+                # An error no retry can fix (rejected credentials, missing permission): the task fails at once.
+                "permanent": permanent,
             }
         )
 
@@ -143,4 +146,4 @@ class InstallationTrigger(BaseTrigger):
                     return
                 await asyncio.sleep(self.poll_interval_seconds)
         except Exception as err:  # every failure reaches the task as one clear event
-            yield self._event("error", f"{type(err).__name__}: {err}")
+            yield self._event("error", f"{type(err).__name__}: {err}", permanent=isinstance(err, AirflowFailException))
