@@ -242,10 +242,32 @@ class OpsManagerConnectionSettings:
         return self.trust_bundle_path() if self.ca_cert_pem else True
 
 
+def _token_scopes(body: dict[str, Any], value: str) -> frozenset[str] | None:
+    """The groups a token grants: the token response's ``scope`` (OAuth 2), else the JWT's ``scope`` claim.
+
+    Only read to explain a missing role early; Ops Manager decides. None when neither says.
+    """
+    scope = body.get("scope")
+    if isinstance(scope, str) and scope.strip():
+        return frozenset(scope.split())
+    try:
+        payload = value.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    scope = claims.get("scope") if isinstance(claims, dict) else None
+    if isinstance(scope, list) and all(isinstance(s, str) for s in scope):
+        return frozenset(scope)
+    if isinstance(scope, str) and scope.strip():
+        return frozenset(scope.split())
+    return None
+
+
 @dataclass
 class _Token:
     value: str = field(repr=False)
     expires_at: float | None  # time.monotonic() deadline; None when UAA gave no expiry
+    scopes: frozenset[str] | None = None
 
     @classmethod
     def from_response(cls, body: Any, token_url: str) -> _Token:
@@ -253,15 +275,16 @@ class _Token:
             raise OpsManagerAuthError(f"UAA at {token_url} answered without an access_token")
         value = body["access_token"]
         mask_secret(value)
+        scopes = _token_scopes(body, value)
         try:
             expires_in = float(body.get("expires_in") or 0)
         except (TypeError, ValueError):
             expires_in = 0.0
         if expires_in <= 0:
-            return cls(value, None)
+            return cls(value, None, scopes)
         # Refresh ahead of expiry: a quarter of the lifetime, at most a minute (om uses 10 s).
         lead = min(60.0, expires_in / 4)
-        return cls(value, time.monotonic() + expires_in - lead)
+        return cls(value, time.monotonic() + expires_in - lead, scopes)
 
     def is_fresh(self) -> bool:
         return self.expires_at is None or time.monotonic() < self.expires_at
@@ -544,6 +567,13 @@ class OpsManagerHook(HttpHook):
         if self._token is None or not self._token.is_fresh():
             self._token = self._fetch_token()
         return self._token.value
+
+    def granted_scopes(self) -> frozenset[str] | None:
+        """The UAA groups of the connection's token (fetching one if needed); None when UAA does not say."""
+        with self._lock:
+            self._access_token()
+            assert self._token is not None
+            return self._token.scopes
 
     def _fetch_token(self) -> _Token:
         settings = self.settings
