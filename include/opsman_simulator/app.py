@@ -26,7 +26,7 @@ _SECRET_WORDS = ("pass", "secret", "token", "key", "credential", "authorization"
 
 def version_for(config: Config) -> str:
     # ASSUMPTION: legacy answers look like Ops Manager 2.9, "2.10" answers like 2.10 (README: Profiles).
-    return profile_for(config.profile, config.answer_style, config.safety_checks).version
+    return config.info_version or profile_for(config.profile, config.answer_style, config.safety_checks).version
 
 
 def redact_query(raw: str) -> str:

@@ -72,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="default: the profile's, else off")
     p.add_argument("--profile", choices=sorted(PROFILES), default=None,
                    help="answer as this family of Ops Manager versions (README: Profiles)")
+    p.add_argument("--info-version", default=None, help="the version GET /api/v0/info reports (default: the profile's)")
     p.add_argument("--role", default="admin", help=f"role of --username and --client-id: {', '.join(ROLE_CHOICES)}")
     p.add_argument("--extra-user", action="append", default=[], metavar="NAME:PASSWORD:ROLE",
                    help="another password-grant user with its own role (repeatable)")
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         role=args.role,
         extra_users=args.extra_user,
+        info_version=args.info_version,
     )
     ca_path, cert_path, key_path = ensure_transport_pki(state_dir)
 

@@ -191,6 +191,7 @@ class Config:
     profile: str | None = None  # None | "2.9" | "2.10" | "3.0"
     role: str = "admin"
     extra_users: tuple = ()  # ((name, password, role), ...)
+    info_version: str | None = None  # overrides the profile's /api/v0/info version
 
 
 # --------------------------------------------------------------------------------------------

@@ -630,27 +630,30 @@ class OpsManagerHook(HttpHook):
         params: dict[str, str] | None = None,
         accept: Iterable[int] = (200,),
         idempotent: bool,
+        authenticated: bool = True,
     ) -> tuple[int, Any]:
         """Send one API request and return (status, decoded JSON body)."""
         accept = tuple(accept)
         attempts = self.settings.read_attempts if idempotent else 1
         with self._lock:
             return self._retrying(attempts, call)(
-                self._send_once, call, method, path, json_body, params, accept
+                self._send_once, call, method, path, json_body, params, accept, authenticated
             )
 
     def _send_once(
-        self, call: str, method: str, path: str, json_body: Any, params: dict[str, str] | None, accept: tuple[int, ...]
+        self, call: str, method: str, path: str, json_body: Any, params: dict[str, str] | None, accept: tuple[int, ...],
+        authenticated: bool = True,
     ) -> tuple[int, Any]:
         session = self.get_conn()
         url = self.settings.base_url + path
         for refreshed in (False, True):
             headers = {
-                "Authorization": f"Bearer {self._access_token()}",
                 # om sends this on every request, GET and DELETE included (opsman-api.md §0).
                 "Content-Type": "application/json",
                 "Accept": "application/json",
             }
+            if authenticated:
+                headers["Authorization"] = f"Bearer {self._access_token()}"
             try:
                 response = session.request(
                     method, url, headers=headers, params=params,
@@ -797,12 +800,28 @@ class OpsManagerHook(HttpHook):
         except (KeyError, TypeError):
             raise OpsManagerResponseError(f"{call}: the response has no credential.value.cert_pem") from None
 
+    def get_version(self) -> tuple[int, int] | None:
+        """``GET /api/v0/info`` (no token needed): Ops Manager's (major, minor), None when it does not say."""
+        _, body = self._call("get Ops Manager version", "GET", _Endpoints.INFO, idempotent=True, authenticated=False)
+        version = body.get("info", {}).get("version") if isinstance(body, dict) and isinstance(body.get("info"), dict) else None
+        match = re.match(r"^(\d+)\.(\d+)", version) if isinstance(version, str) else None
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
     def set_recreate_vms_on_next_deploy(self) -> None:
-        """``PUT /api/v0/staged/director/properties``: recreate every VM at the next Apply Changes (as om)."""
+        """``PUT /api/v0/staged/director/properties``: recreate every VM at the next Apply Changes (as om).
+
+        The director's own flag exists from Ops Manager 2.9: om sends both flags to 2.9 and later,
+        only ``bosh_recreate_on_next_deploy`` to older ones (and when the version is unknown).
+        """
         call = "set recreate VMs on next deploy"
-        body = {
-            "director_configuration": {"bosh_recreate_on_next_deploy": True, "bosh_director_recreate_on_next_deploy": True}
-        }
+        flags = {"bosh_recreate_on_next_deploy": True}
+        version = self.get_version()
+        if version is not None and version >= (2, 9):
+            flags["bosh_director_recreate_on_next_deploy"] = True
+        else:
+            self.log.info("Ops Manager %s is older than 2.9 or did not say: recreating product VMs only (as om)",
+                          ".".join(map(str, version)) if version else "version")
+        body = {"director_configuration": flags}
         # Setting the same flags twice has the same effect, so this write may be retried.
         self._call(call, "PUT", _Endpoints.DIRECTOR_PROPERTIES, json_body=body, idempotent=True)
 
