@@ -215,23 +215,27 @@ class OpsManagerConnectionSettings:
         return f"user '{self.username}'" if self.uses_password_grant else f"client '{self.client_id}'"
 
     def trust_bundle_path(self) -> str:
-        """A CA bundle file for requests: the system bundle plus ``ca_cert`` (as om adds it to the pool)."""
-        assert self.ca_cert_pem is not None
-        digest = hashlib.sha256(self.ca_cert_pem.encode()).hexdigest()[:16]
+        """A CA bundle file for requests: the operating system's trust store plus ``ca_cert``.
+
+        om adds ``--ca-cert`` to the system pool; so do we. The file is always passed as ``verify``,
+        so ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (which requests lets replace ``verify=True``)
+        never replace what the connection asked for.
+        """
+        pem = system_trust_pem() + ("\n" + self.ca_cert_pem.strip() + "\n" if self.ca_cert_pem else "")
+        digest = hashlib.sha256(pem.encode()).hexdigest()[:16]
         path = Path(tempfile.gettempdir()) / f"opsman-ca-bundle-{os.getuid()}-{digest}.pem"
         if not path.exists():
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".opsman-ca-")
             with os.fdopen(fd, "w") as out:
-                out.write(Path(certifi.where()).read_text())
-                out.write("\n" + self.ca_cert_pem.strip() + "\n")
+                out.write(pem)
             os.replace(tmp, path)
         return str(path)
 
     def ssl_context(self) -> ssl.SSLContext | bool:
-        """The aiohttp ``ssl=`` argument: False when validation is skipped, else a verifying context."""
+        """The aiohttp ``ssl=`` argument: False when validation is skipped, else the system store plus ``ca_cert``."""
         if self.skip_ssl_validation:
             return False
-        context = ssl.create_default_context(cafile=certifi.where())
+        context = ssl.create_default_context()
         if self.ca_cert_pem:
             context.load_verify_locations(cadata=self.ca_cert_pem)
         return context
@@ -239,7 +243,24 @@ class OpsManagerConnectionSettings:
     def requests_verify(self) -> bool | str:
         if self.skip_ssl_validation:
             return False
-        return self.trust_bundle_path() if self.ca_cert_pem else True
+        return self.trust_bundle_path()
+
+
+def system_trust_pem() -> str:
+    """The operating system's trust store as PEM text, where OpenSSL finds it.
+
+    OpenSSL's default file (``SSL_CERT_FILE`` when set, as Go's system pool used by om honours it),
+    else the certificates of its default directory; ``certifi`` only where the system has neither.
+    """
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile and Path(paths.cafile).is_file():
+        return Path(paths.cafile).read_text()
+    texts = []
+    if paths.capath and Path(paths.capath).is_dir():
+        for entry in sorted(Path(paths.capath).iterdir()):
+            if re.fullmatch(r"[0-9a-f]{8}\.\d+", entry.name) and entry.is_file():
+                texts.append(entry.read_text())
+    return "\n".join(texts) if texts else Path(certifi.where()).read_text()
 
 
 def _token_scopes(body: dict[str, Any], value: str) -> frozenset[str] | None:
@@ -553,6 +574,9 @@ class OpsManagerHook(HttpHook):
             self.base_url = settings.base_url
             session = requests.Session()
             session.verify = settings.requests_verify()
+            overrides = [name for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if os.environ.get(name)]
+            if overrides and session.verify:
+                self.log.debug("%s not used for Ops Manager: it trusts the system store plus extra ca_cert", overrides)
             self._session = self._configure_session_from_mount_adapters(session)
         if headers:
             self._session.headers.update(headers)
