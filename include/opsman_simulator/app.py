@@ -462,7 +462,10 @@ def create_app(sim: Simulator):
     @app.get(SIM_PREFIX + "/state")
     async def get_state():
         store.tick()
-        return store.simulator_state()
+        body = store.simulator_state()
+        body["config"].update(profile=config.profile, version=version_for(config), role=config.role,
+                              extra_users=[{"name": name, "role": role} for name, _, role in config.extra_users])
+        return body
 
     @app.get(SIM_PREFIX + "/faults")
     async def get_faults():
