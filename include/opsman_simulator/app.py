@@ -85,6 +85,8 @@ class Simulator:
         self.stream_cuts: list[int] = []
         #: The unterminated_last_line fault: installation logs lose their final newline.
         self.unterminated_last_line = False
+        #: The install_conflict fault: the answer to POST /api/v0/installations while one runs.
+        self.install_conflict: dict[str, Any] | None = None
 
     @staticmethod
     def parse_stream_cut(value: Any) -> list[int] | None:
@@ -95,7 +97,8 @@ class Simulator:
         return list(value)
 
     def faults_view(self) -> dict[str, Any]:
-        return dict(self.store.faults, stream_cut=list(self.stream_cuts), unterminated_last_line=self.unterminated_last_line)
+        return dict(self.store.faults, stream_cut=list(self.stream_cuts), unterminated_last_line=self.unterminated_last_line,
+                    install_conflict=self.install_conflict)
 
     def take_stream_cut(self) -> int | None:
         return self.stream_cuts.pop(0) if self.stream_cuts else None
@@ -333,7 +336,13 @@ def create_app(sim: Simulator):
     async def post_installation(request: Request):
         who = auth(request)
         body = await _json_body(request)
-        return store.start_installation(body, who.get("user_name") or "admin")
+        try:
+            return store.start_installation(body, who.get("user_name") or "admin")
+        except ApiError as err:
+            if err.status == 409 and sim.install_conflict is not None:
+                # The install_conflict fault: no source confirms 409 for "one is running" (README).
+                raise ApiError(sim.install_conflict["status"], sim.install_conflict["body"]) from None
+            raise
 
     @app.get("/api/v0/installations")
     async def list_installations(request: Request):
@@ -452,7 +461,10 @@ def create_app(sim: Simulator):
     @app.get(SIM_PREFIX + "/state")
     async def get_state():
         store.tick()
-        return store.simulator_state()
+        body = store.simulator_state()
+        body["config"].update(profile=config.profile, version=version_for(config), role=config.role,
+                              extra_users=[{"name": name, "role": role} for name, _, role in config.extra_users])
+        return body
 
     @app.get(SIM_PREFIX + "/faults")
     async def get_faults():
@@ -467,6 +479,11 @@ def create_app(sim: Simulator):
             return JSONResponse({"error": "body is not valid JSON"}, status_code=400)
         try:
             cuts = sim.parse_stream_cut(body.pop("stream_cut", None)) if isinstance(body, dict) else None
+            conflict = body.pop("install_conflict", None) if isinstance(body, dict) else None
+            if conflict is not None and not (
+                isinstance(conflict, dict) and isinstance(conflict.get("status"), int) and 400 <= conflict["status"] <= 599
+            ):
+                raise ValueError('install_conflict must be {"status": 4xx/5xx, "body": any JSON}')
             unterminated = body.pop("unterminated_last_line", None) if isinstance(body, dict) else None
             if unterminated is not None and not isinstance(unterminated, bool):
                 raise ValueError("unterminated_last_line must be true or false")
@@ -477,6 +494,8 @@ def create_app(sim: Simulator):
             sim.stream_cuts = cuts
         if unterminated is not None:
             sim.unterminated_last_line = unterminated
+        if conflict is not None:
+            sim.install_conflict = {"status": conflict["status"], "body": conflict.get("body", {})}
         return sim.faults_view()
 
     @app.get(SIM_PREFIX + "/clock")
@@ -498,7 +517,7 @@ def create_app(sim: Simulator):
     @app.post(SIM_PREFIX + "/reset")
     async def reset():
         store.reset()
-        sim.stream_cuts, sim.unterminated_last_line = [], False
+        sim.stream_cuts, sim.unterminated_last_line, sim.install_conflict = [], False, None
         sim.journal.clear()
         store.max_concurrent_requests = 0
         return {"reset": True, "state": store.simulator_state()}

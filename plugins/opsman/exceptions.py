@@ -77,8 +77,8 @@ class OpsManagerPermissionError(OpsManagerApiError, AirflowFailException):
 
 
 class OpsManagerRejectedError(OpsManagerApiError, AirflowFailException):
-    """400 or 422 (not a safety violation), or 401 with a fresh token: Ops Manager refused the request
-    as it is; sending it again cannot change the answer. Not retried."""
+    """400 or 422 (not a safety violation): Ops Manager refused the request as it is; sending it
+    again cannot change the answer. Not retried."""
 
 
 class OpsManagerNotFoundError(OpsManagerApiError):

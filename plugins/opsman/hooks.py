@@ -446,7 +446,8 @@ def _raise_for_status(call: str, method: str, path: str, status: int, body: Any,
     if status == 403:
         raise OpsManagerPermissionError(call, method, path, status, messages, hint=permission_hint(method, path))
     if status == 401:
-        raise OpsManagerRejectedError(
+        # A second 401 right after a new token: usually a revocation racing us, so the task's retries stay.
+        raise OpsManagerApiError(
             call, method, path, status, messages,
             hint="Ops Manager rejected a freshly issued token; check the UAA user's or client's opsman.* groups",
         )

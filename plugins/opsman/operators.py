@@ -799,9 +799,9 @@ class ApplyChangesOperator(RotationStepOperator):
         try:
             installation_id = self.hook.apply_changes(options)
         except OpsManagerApiError as err:
-            if not isinstance(err, OpsManagerTransientError) and err.status != 409:
-                raise
-            # Outcome unknown, or someone started one meanwhile: look before doing anything else.
+            # Outcome unknown, or refused because someone started one meanwhile. No source confirms
+            # what Ops Manager answers then (409? 422 with errors?), so any refusal is checked against
+            # the installations: a newer one carries this step's change, and we attach to it.
             self.log.warning("Starting Apply Changes did not answer cleanly (%s); reading installations", err)
             after_post = self.hook.list_installations()
             if not (after_post and after_post[0].id > newest_before):

@@ -127,7 +127,8 @@ def test_fault_validation(fresh):
     for body in ({"nope": 1}, {"fail_next_installs": -1}, {"status_burst": {"status": 99}},
                  {"regenerate_failed": ["not_a_leaf"]}, {"drop_next": {"when": "sometimes"}},
                  {"latency": {"count": 1}}, {"stage_pending_change": {"product_guid": "nope"}},
-                 {"stream_cut": [-1]}, {"stream_cut": 3}, {"unterminated_last_line": "yes"}):
+                 {"stream_cut": [-1]}, {"stream_cut": 3}, {"unterminated_last_line": "yes"},
+                 {"install_conflict": {"status": 200}}):
         r = _ctl(fresh, "POST", "/_simulator/faults", json=body)
         assert r.status_code == 400, body
         assert "error" in r.json()
@@ -136,7 +137,7 @@ def test_fault_validation(fresh):
         "ca_status_207": False, "ca_warnings": [
             "Simulated warning: some certificates could not be processed by CredHub Maestro"],
         "regenerate_failed": [], "log_bytes_per_second": 0, "apply_seconds": None,
-        "stream_cut": [], "unterminated_last_line": False,
+        "stream_cut": [], "unterminated_last_line": False, "install_conflict": None,
     }
 
 

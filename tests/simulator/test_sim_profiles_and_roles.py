@@ -61,6 +61,10 @@ VERSIONS = {"2.9": "2.9.", "2.10": "2.10.", "3.0": "3.0."}
 def test_info_reports_the_profiles_version_without_a_token(papi):
     r = papi.get("/api/v0/info", auth=False)
     assert r.status_code == 200 and r.json()["info"]["version"].startswith(VERSIONS[papi.sim.profile])
+    config = papi.sim.state()["config"]
+    assert config["profile"] == papi.sim.profile and config["version"] == r.json()["info"]["version"]
+    assert config["extra_users"] == [{"name": "control", "role": "restricted_control"}, {"name": "viewer", "role": "full_view"}]
+    assert "c-pw" not in str(config)
 
 
 def test_answer_style_and_safety_checks_follow_the_profile(papi):

@@ -104,3 +104,30 @@ class TestTransientKeepRetries:
             OpsManagerHook().list_installations()
         assert not isinstance(err.value, AirflowFailException), err.value
 
+
+
+class TestTriggerErrors:
+    def test_a_permanent_error_in_the_trigger_fails_the_sensor_without_retries(self, sim, monkeypatch):
+        from opsman.sensors import ApplyChangesSensor
+        from opsman.triggers import InstallationTrigger
+
+        use(monkeypatch, sim, password="not-the-password")
+
+        async def first_event():
+            async for event in InstallationTrigger("opsman_default", 1, poll_interval_seconds=0.1).run():
+                return event.payload
+
+        event = asyncio.run(first_event())
+        assert event["status"] == "error" and event["permanent"] is True
+        sensor = ApplyChangesSensor(task_id="wait", installation_id=1)
+        with pytest.raises(AirflowFailException, match="refused to issue a token"):
+            sensor.execute_complete({}, event)
+
+    def test_a_transient_error_in_the_trigger_keeps_the_retries(self, sim, monkeypatch):
+        from opsman.exceptions import OpsManagerError
+        from opsman.sensors import ApplyChangesSensor
+
+        event = {"status": "error", "installation_id": 1, "message": "connection reset", "permanent": False}
+        with pytest.raises(OpsManagerError) as err:
+            ApplyChangesSensor(task_id="wait", installation_id=1).execute_complete({}, event)
+        assert not isinstance(err.value, AirflowFailException)

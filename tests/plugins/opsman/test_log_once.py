@@ -75,10 +75,11 @@ def test_hand_off_from_sensor_to_a_replaying_stream(sim, capfd):
 
 
 def test_two_stream_breaks_are_reopened_and_skip_what_was_printed(sim, capfd):
-    installation_id = start(sim, 3)
+    # Long enough that the breaks come while it runs, even on a loaded machine.
+    installation_id = start(sim, 8)
     wait_for_lines(installation_id, 2)
     trigger = hand_off(installation_id)
-    sim.faults(stream_cut=[4, 9])
+    sim.faults(stream_cut=[4, 6])
     sim.clear_journal()
     assert run(trigger)["status"] == "succeeded"
     assert len(journal_calls(sim, "GET", "/api/v0/installations/current_log")) == 3
@@ -87,12 +88,12 @@ def test_two_stream_breaks_are_reopened_and_skip_what_was_printed(sim, capfd):
 
 
 def test_breaks_beyond_the_limit_fall_back_to_polling_without_repeats(sim, capfd):
-    installation_id = start(sim, 3)
+    installation_id = start(sim, 8)
     wait_for_lines(installation_id, 2)
     trigger = hand_off(installation_id)
     trigger.log_interval_seconds = 0.3
     # Every stream breaks after a few lines, more often than the trigger reopens it.
-    sim.faults(stream_cut=[3, 5, 7, 9, 11, 13])
+    sim.faults(stream_cut=[3, 4, 5, 6, 7, 8])
     sim.clear_journal()
     assert run(trigger)["status"] == "succeeded"
     assert len(journal_calls(sim, "GET", "/api/v0/installations/current_log")) == 4, "three breaks reopened, then polling"
