@@ -12,7 +12,6 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Asset, Param, TaskGroup, XComArg, task
 from airflow.sdk.exceptions import AirflowSkipException
 from opsman.expiry import ExpiryReportOperator, RotationDueOperator
@@ -456,6 +455,9 @@ def build_expiry_report_dag(fleet: Fleet) -> DAG:
             )
             reads.append(read)
             if fleet.trigger_due_rotations:
+                # Imported only here: most fleets do not trigger from the report (parse cost, bench/parse_cost.py).
+                from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
                 @task.short_circuit(task_id=f"due__{foundation.name}", ignore_downstream_trigger_rules=False)
                 def is_due(report: dict[str, Any]) -> bool:
                     return bool(report["due"])
