@@ -321,6 +321,7 @@ def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = N
                 opsman_conn_id=conn,
                 expires_within=s["expires_within"],
                 only_if_due="{{ params.only_if_due }}",
+                form=FLEET_FORM,
             )
             due >> check
 

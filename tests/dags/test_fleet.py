@@ -253,6 +253,12 @@ class TestExpiryDrivenRuns:
         assert states(not_asked)["preflight.plan_rotation"] == TaskInstanceState.SUCCESS
         assert states(not_asked)["summary"] == TaskInstanceState.SKIPPED  # a dry run emits no Asset event
         assert api_writes(young_sim) == []
+        # A setting in the run's conf is the fleet file's: the run stops before any call instead of ignoring it.
+        young_sim.clear_journal()
+        overriding = dagbag().dags["opsman_ca_rotation__west"].test(run_conf={"dry_run": True, "apply_changes_mode": "manual"})
+        assert overriding.state == DagRunState.FAILED
+        assert states(overriding)["rotation_due"] == TaskInstanceState.FAILED
+        assert [e for e in young_sim.journal() if e["path"].startswith("/api/")] == []
 
     def test_a_scheduled_run_with_the_ca_inside_the_window_rotates_emits_the_asset_event_and_notifies(
         self, fleet, sim, as_scheduled, airflow_db, tmp_path
