@@ -41,6 +41,7 @@ from airflow.providers.http.hooks.http import HttpAsyncHook, HttpHook
 from airflow.sdk.log import mask_secret
 from cryptography import x509
 
+from opsman.constants import DEFAULT_CONN_ID, EXPIRES_WITHIN_PATTERN
 from opsman.exceptions import (
     OpsManagerApiError,
     OpsManagerAuthError,
@@ -66,7 +67,6 @@ from opsman.models import (
 )
 
 CONN_TYPE = "opsman"
-DEFAULT_CONN_ID = "opsman_default"
 
 #: Statuses after which a request may not have been processed, or a load balancer answered for
 #: Ops Manager: retried for reads, reported as "outcome unknown" for writes.
@@ -74,7 +74,6 @@ TRANSIENT_STATUSES = frozenset({502, 503, 504})
 #: The CA calls also answer 207 Multi-Status with warnings (opsman-api.md §0).
 CA_OK = (200, 207)
 GUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-EXPIRES_WITHIN_PATTERN = re.compile(r"^[1-9]\d*[dwmy]$")
 
 _TRUE = {"true", "1", "yes", "on"}
 
@@ -457,11 +456,6 @@ def _raise_for_status(call: str, method: str, path: str, status: int, body: Any,
     raise OpsManagerApiError(call, method, path, status, messages)
 
 
-#: UAA groups of Ops Manager's roles (opsman-api.md is the developer source; the Ops Manager docs
-#: "Creating and managing Ops Manager user and client accounts" list the same names).
-WRITE_ROLES = ("opsman.admin", "opsman.full_control", "opsman.restricted_control")
-CREDENTIAL_ROLES = ("opsman.admin", "opsman.full_control")
-READ_ROLES = (*WRITE_ROLES, "opsman.full_view", "opsman.restricted_view")
 
 
 def permission_hint(method: str, path: str) -> str:

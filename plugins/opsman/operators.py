@@ -18,12 +18,13 @@ import datetime as dt
 import time
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cryptography import x509
 
+from opsman.constants import CREDENTIAL_ROLES, DEFAULT_CONN_ID, EXPIRES_WITHIN_PATTERN, WRITE_ROLES
 from opsman.custom_ca import CustomCertificateAuthority, load_custom_ca
 from opsman.exceptions import (
     OpsManagerApiError,
@@ -34,7 +35,6 @@ from opsman.exceptions import (
     OpsManagerTransientError,
     RotationStateError,
 )
-from opsman.hooks import CREDENTIAL_ROLES, DEFAULT_CONN_ID, EXPIRES_WITHIN_PATTERN, WRITE_ROLES, OpsManagerHook
 from opsman.links import OpsManagerCertificatesLink, OpsManagerInstallationLink
 from opsman.models import (
     ApplyChangesOptions,
@@ -55,6 +55,9 @@ from opsman.planning import (
     RotationPlan,
     plan_rotation,
 )
+
+if TYPE_CHECKING:
+    from opsman.hooks import OpsManagerHook
 
 WATERMARK_KEY = "installation_watermark"
 AFTER_INSTALLATION_KEY = "after_installation_id"
@@ -132,6 +135,8 @@ class OpsManagerBaseOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> OpsManagerHook:
+        from opsman.hooks import OpsManagerHook  # when a task runs: parsing the DAG file does not need it (see constants)
+
         return OpsManagerHook(opsman_conn_id=self.opsman_conn_id)
 
     def authorities(self) -> list[CertificateAuthority]:

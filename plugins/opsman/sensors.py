@@ -6,17 +6,19 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from opsman.constants import DEFAULT_CONN_ID
 from opsman.exceptions import OpsManagerError
-from opsman.hooks import DEFAULT_CONN_ID, OpsManagerHook
 from opsman.links import OpsManagerInstallationLink
 from opsman.models import InstallationStatus, log_tail, new_log_text
 from opsman.operators import optional_int
-from opsman.triggers import InstallationTrigger
+
+if TYPE_CHECKING:
+    from opsman.hooks import OpsManagerHook
 
 EVENT_STATUSES = {"succeeded", "failed", "error", "timeout"}
 
@@ -65,6 +67,8 @@ class ApplyChangesSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> OpsManagerHook:
+        from opsman.hooks import OpsManagerHook  # when a task runs: parsing the DAG file does not need it (see constants)
+
         return OpsManagerHook(opsman_conn_id=self.opsman_conn_id)
 
     @property
@@ -124,6 +128,8 @@ class ApplyChangesSensor(BaseSensorOperator):
             return self._id
         if self.poke(context):
             return self._id
+        from opsman.triggers import InstallationTrigger  # imports the hook (see constants)
+
         self.defer(
             trigger=InstallationTrigger(
                 opsman_conn_id=self.opsman_conn_id,

@@ -74,7 +74,7 @@ def test_a_rotation_and_the_report_never_call_one_ops_manager_at_once(tmp_path, 
         def state(dag_id: str, run_id: str) -> str:
             return api.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
 
-        rotation = trigger(ROTATION, {"poll_interval_seconds": 1})
+        rotation = trigger(ROTATION, {})  # the poll interval is the fleet file's
         reports = [trigger(REPORT, {})]
         deadline = time.monotonic() + 420
         while state(ROTATION, rotation) not in ("success", "failed"):
