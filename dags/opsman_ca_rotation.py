@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Asset, Param, TaskGroup, task
-from airflow.sdk.exceptions import AirflowSkipException
+from opsman.compat import AirflowSkipException
 from opsman.expiry import ExpiryReportOperator, RotationDueOperator
 from opsman.fleet import Fleet, Foundation, load_fleet
 from opsman.hooks import OpsManagerHook

@@ -21,9 +21,9 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cryptography import x509
 
+from opsman.compat import AirflowFailException, AirflowSkipException
 from opsman.custom_ca import CustomCertificateAuthority, load_custom_ca
 from opsman.exceptions import (
     OpsManagerApiError,
