@@ -1,23 +1,47 @@
-"""Every Airflow import whose home differs across the supported Airflow versions (3.1 to 3.3).
+"""Every Airflow import whose home differs across the supported Airflow versions (tested: 3.1.0, 3.3.2).
 
 The rest of the package imports these names from here, so one file records what moved:
 
-- ``AirflowSkipException`` and ``AirflowFailException`` are in ``airflow.sdk.exceptions`` from
-  Airflow 3.2; on 3.1 only ``airflow.exceptions`` has them. On 3.2+ ``airflow.exceptions`` gives the
-  very same classes, so the task runner recognises whichever one we raise.
-- ``SkipMixin`` is exported by ``airflow.sdk`` from 3.2; on 3.1 it lives in ``airflow.models.skipmixin``.
+- ``AirflowSkipException``, ``AirflowFailException`` and ``TaskDeferred`` (what ``defer()`` raises;
+  the tests catch it) are in ``airflow.sdk.exceptions`` on newer Airflows; on 3.1 only
+  ``airflow.exceptions`` has them. Where both exist (3.3) they are the very same classes, so the task
+  runner recognises whichever one we raise.
+- ``SkipMixin`` is exported by ``airflow.sdk`` on newer Airflows; on 3.1 it lives in ``airflow.models.skipmixin``.
+- :func:`aget_connection`: Airflow 3.1.0's ``BaseHook.aget_connection`` only works where a supervisor
+  set up its comms channel (a task, the triggerer); anywhere else (a trigger run inline, a script) it
+  raises ``ImportError`` for ``SUPERVISOR_COMMS`` before trying any secrets backend. 3.3 tries the
+  backends without one.
 """
 
 from __future__ import annotations
 
+import asyncio
+from typing import TYPE_CHECKING, Any
+
 try:
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 except ImportError:  # Airflow 3.1
-    from airflow.exceptions import AirflowFailException, AirflowSkipException  # type: ignore[no-redef]
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowFailException,
+        AirflowSkipException,
+        TaskDeferred,
+    )
 
 try:
     from airflow.sdk import SkipMixin
 except ImportError:  # Airflow 3.1
     from airflow.models.skipmixin import SkipMixin  # type: ignore[no-redef,attr-defined]
 
-__all__ = ["AirflowFailException", "AirflowSkipException", "SkipMixin"]
+if TYPE_CHECKING:
+    from airflow.sdk import BaseHook
+
+
+async def aget_connection(hook: BaseHook, conn_id: str) -> Any:
+    """``hook.aget_connection(conn_id)``, or on Airflow 3.1.0 outside a supervisor the sync lookup in a thread."""
+    try:
+        return await hook.aget_connection(conn_id)
+    except ImportError:  # Airflow 3.1.0: no SUPERVISOR_COMMS in this process
+        return await asyncio.to_thread(hook.get_connection, conn_id)
+
+
+__all__ = ["AirflowFailException", "AirflowSkipException", "SkipMixin", "TaskDeferred", "aget_connection"]
