@@ -31,6 +31,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "opsman=WARNING")
 
 import requests  # noqa: E402
+
 from opsman_simulator.process import SimulatorProcess  # noqa: E402
 
 PASSWORD = "bench-" + os.urandom(6).hex()
