@@ -264,6 +264,7 @@ def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
                 expires_within="{{ params.expires_within }}",
                 if_installation_running="{{ params.if_installation_running }}",
                 custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
+                dry_run="{{ params.dry_run }}",
             )
             wait_running = ApplyChangesSensor(
                 task_id="wait_for_running_installation",

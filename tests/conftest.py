@@ -55,3 +55,11 @@ def airflow_db() -> None:
     from airflow.utils import db
 
     db.initdb()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``./dev test`` runs two workers), the tests that start a whole Airflow run one
+    after another on one worker: two Airflows at once would only compete for the same two cores."""
+    for item in items:
+        if item.get_closest_marker("system"):
+            item.add_marker(pytest.mark.xdist_group("airflow"))

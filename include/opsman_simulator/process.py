@@ -188,6 +188,17 @@ class SimulatorProcess:
             return self._req("POST", "/_simulator/faults", json=kwargs)
         return self._req("GET", "/_simulator/faults")
 
+    def clock(self, **body: Any) -> dict[str, Any]:
+        """Move the simulated clock (one of ``advance_seconds=N``, ``now="2030-01-01T00:00:00Z"``,
+        ``finish_installation=True``), or with no argument read it."""
+        if body:
+            return self._req("POST", "/_simulator/clock", json=body)
+        return self._req("GET", "/_simulator/clock")
+
+    def finish_installation(self) -> int | None:
+        """End the running installation now (as its planned outcome); its id, or None when none runs."""
+        return self.clock(finish_installation=True)["finished_installation"]
+
     def reset(self) -> dict[str, Any]:
         return self._req("POST", "/_simulator/reset")
 

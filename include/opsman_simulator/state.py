@@ -187,6 +187,11 @@ class Config:
     initial_ca_age_days: float = 1200
     answer_style: str = "legacy"  # "legacy" | "2.10"
     safety_checks: bool = False
+    # Issue 15 (profiles.py): version profile, role of --username/--client-id, more users.
+    profile: str | None = None  # None | "2.9" | "2.10" | "3.0"
+    role: str = "admin"
+    extra_users: tuple = ()  # ((name, password, role), ...)
+    info_version: str | None = None  # overrides the profile's /api/v0/info version
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,6 +467,55 @@ class Store:
                 return i
         return None
 
+    def now(self) -> float:
+        """Simulated time (epoch seconds): the wall clock plus how far the control surface moved it.
+
+        Tests move it forward (``POST /_simulator/clock``) to finish an installation at once, age a CA
+        or expire a token exactly, instead of waiting in real time; a reset puts it back to the wall clock.
+        """
+        return time.time() + float(self.data.get("clock_offset_seconds", 0.0))
+
+    def move_clock(self, body: Any) -> dict[str, Any]:
+        """Apply a ``POST /_simulator/clock`` body; raises ValueError on bad input. The clock only moves forward.
+
+        ``{"advance_seconds": N}``, ``{"now": "2030-01-01T00:00:00Z"}`` or ``{"finish_installation": true}``
+        (to the moment the running installation ends; nothing to do when none runs).
+        """
+        if not isinstance(body, dict) or len(body) != 1:
+            raise ValueError('body must be one of {"advance_seconds": N}, {"now": RFC 3339}, {"finish_installation": true}')
+        (key, value), = body.items()
+        now = self.now()
+        finished = None
+        if key == "advance_seconds":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError("advance_seconds must be a non-negative number")
+            step = float(value)
+        elif key == "now":
+            try:
+                target = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"now must be an RFC 3339 time such as 2030-01-01T00:00:00Z; got {value!r}") from None
+            if target.tzinfo is None:
+                raise ValueError("now must carry a time zone, e.g. 2030-01-01T00:00:00Z")
+            step = target.timestamp() - now
+            if step < 0:
+                raise ValueError(f"the clock only moves forward; it is {rfc3339_full(now)} (reset to go back)")
+        elif key == "finish_installation":
+            if value is not True:
+                raise ValueError("finish_installation must be true")
+            inst = self.running_installation()
+            step = 0.0
+            if inst is not None:
+                finished = inst["id"]
+                step = max(0.0, inst["started_at"] + inst["duration_seconds"] - now)
+        else:
+            raise ValueError(f"unknown clock key {key!r}; use advance_seconds, now or finish_installation")
+        self.data["clock_offset_seconds"] = float(self.data.get("clock_offset_seconds", 0.0)) + step
+        self.tick()
+        self.save()
+        return {"now": rfc3339_full(self.now()), "offset_seconds": self.data["clock_offset_seconds"],
+                "finished_installation": finished}
+
     def token_ttl(self) -> float:
         ttl = self.faults.get("token_ttl")
         return float(ttl) if ttl is not None else float(self.config.token_ttl)
@@ -514,7 +568,7 @@ class Store:
 
     def tick(self, now: float | None = None) -> bool:
         """Finish every installation whose wall-clock time is up.  Returns True if state changed."""
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         changed = False
         for inst in self.data["installations"]:
             if inst["status"] == "running" and now >= inst["started_at"] + inst["duration_seconds"]:
@@ -563,7 +617,7 @@ class Store:
     # ----------------------------------------------------------------------------------------
 
     def revoke_tokens(self, now: float | None = None) -> None:
-        self.data["revoked_before"] = time.time() if now is None else now
+        self.data["revoked_before"] = self.now() if now is None else now
         self.save()
 
     # ----------------------------------------------------------------------------------------
@@ -575,7 +629,7 @@ class Store:
         return {"certificate_authorities": [self.ca_json(c) for c in cas]}
 
     def generate_ca(self, now: float | None = None) -> tuple[int, dict[str, Any]]:
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         ca = self._new_ca_record(now, origin="generated")
         self.data["cas"].append(ca)
         self.save()
@@ -586,7 +640,7 @@ class Store:
         return self._with_warnings(body)
 
     def create_ca(self, body: Any, now: float | None = None) -> tuple[int, dict[str, Any]]:
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         # ASSUMPTION: all validation answers are 422 {"errors": [...]} (the reference has no page).
         if not isinstance(body, dict):
             raise ApiError(422, {"errors": ["Request body must be a JSON object with cert_pem and private_key_pem"]})
@@ -679,7 +733,7 @@ class Store:
         return self._with_warnings(body)
 
     def regenerate(self, now: float | None = None) -> tuple[int, dict[str, Any]]:
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         active = self.active_ca()
         targets = [l for l in self.data["leaves"] if not l["configurable"] and not l["excluded"]]
         if self.config.safety_checks:
@@ -714,7 +768,7 @@ class Store:
         return self._with_warnings(body)
 
     def delete_ca(self, guid: str, now: float | None = None) -> tuple[int, dict[str, Any]]:
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         ca = self.find_ca(guid)
         if ca is None:
             raise ApiError(404, CA_NOT_FOUND)
@@ -830,7 +884,7 @@ class Store:
         return {}
 
     def start_installation(self, body: Any, user_name: str, now: float | None = None) -> dict[str, Any]:
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         self.tick(now)
         request = self._validate_install_body(body)
         if self.running_installation() is not None:
@@ -994,7 +1048,7 @@ class Store:
         return events
 
     def visible_events(self, inst: dict[str, Any], now: float | None = None) -> list[tuple[float, str, Any]]:
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         events = self.log_events(inst)
         if inst["status"] != "running":
             return events
@@ -1041,7 +1095,7 @@ class Store:
     def deployed_certificates(
         self, expires_within: str | None, show_excluded_only: str | None, now: float | None = None
     ) -> dict[str, Any]:
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         limit = parse_expires_within(expires_within) if expires_within is not None else None
         items = []
         for l in self.data["leaves"]:
@@ -1100,7 +1154,7 @@ class Store:
     # ----------------------------------------------------------------------------------------
 
     def simulator_state(self, now: float | None = None) -> dict[str, Any]:
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         cas = []
         for c in sorted(self.existing_cas(), key=lambda c: c["created_at"]):
             cas.append(
@@ -1262,7 +1316,7 @@ class Store:
                 if p["guid"] == stage["product_guid"]:
                     p["pending_action"] = stage.get("action", "update")
         if body.get("revoke_tokens"):
-            self.data["revoked_before"] = time.time() if now is None else now
+            self.data["revoked_before"] = self.now() if now is None else now
         self.save()
 
     def take_matching_fault(self, key: str, method: str, path: str) -> dict[str, Any] | None:
@@ -1330,6 +1384,3 @@ def _validate_matcher(key: str, v: Any) -> dict[str, Any] | None:
         out["seconds"] = float(secs)
     return out
 
-
-def now_dt() -> _dt.datetime:
-    return _dt.datetime.now(tz=pki.UTC)

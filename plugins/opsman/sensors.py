@@ -74,8 +74,8 @@ class ApplyChangesSensor(BaseSensorOperator):
         except (TypeError, ValueError):
             raise OpsManagerError(f"installation_id must be an integer, got {self.installation_id!r}") from None
 
-    def _print_new_log(self) -> None:
-        text, self._log_offset = new_log_text(self.hook.get_installation_logs(self._id), self._log_offset)
+    def _print_new_log(self, final: bool = False) -> None:
+        text, self._log_offset = new_log_text(self.hook.get_installation_logs(self._id), self._log_offset, final)
         for line in text.splitlines():
             self.log.info("[installation %d] %s", self._id, line)
         self._last_log_fetch = time.monotonic()
@@ -105,7 +105,7 @@ class ApplyChangesSensor(BaseSensorOperator):
         # In reschedule mode every poke is a new process with no offset: the log only at the end, once.
         periodic = not self.reschedule and time.monotonic() - self._last_log_fetch >= self.log_interval_seconds
         if status.is_terminal or periodic:
-            self._print_new_log()
+            self._print_new_log(final=status.is_terminal)
         if status is InstallationStatus.FAILED:
             self._fail()
         if status.is_successful:
@@ -155,4 +155,6 @@ class ApplyChangesSensor(BaseSensorOperator):
                 f"gave up after {self.timeout} s: {event.get('message')}; nothing was cancelled. "
                 "Check Ops Manager, then clear this task to wait again."
             )
+        if event.get("permanent"):
+            raise AirflowFailException(f"waiting for installation {self._id} failed: {event.get('message')}")
         raise OpsManagerError(f"waiting for installation {self._id} failed: {event.get('message')}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import time
 
 import requests
 
@@ -56,7 +55,7 @@ def test_install_runs_then_succeeds_and_logs_grow_by_appending(api):
         assert logs.status_code == 200 and set(logs.json()) == {"logs"}
         snapshots.append(logs.json()["logs"])
         status = api.get(f"/api/v0/installations/{iid}").json()["status"]
-        time.sleep(0.15)
+        api.sim.clock(advance_seconds=api.sim.apply_seconds / 6)  # six steps of simulated time, however loaded the machine
     assert status == "succeeded"
     final = api.get(f"/api/v0/installations/{iid}/logs").json()["logs"]
     snapshots.append(final)
@@ -154,8 +153,15 @@ def test_current_log_idle_and_running(api):
         elif line.startswith("data: "):
             data.append(line[6:])
     kinds = [e[0] for e in events]
-    assert kinds[0] == "step_info" and json.loads(events[0][1])["installation_id"] == iid
-    assert "step_started" in kinds and "step_finished" in kinds and "message" in kinds
+    steps = json.loads(events[0][1])
+    assert kinds[0] == "step_info" and isinstance(steps, list) and steps[0]["id"] == "bosh_director"
+    changes = [json.loads(d) for k, d in events if k == "step_state_changed"]
+    assert {c["type"] for c in changes} == {"step_started", "step_finished"}
+    assert [c["id"] for c in changes if c["type"] == "step_started"] == [s["id"] for s in steps]
+    assert "message" in kinds
+    # The stream replays the whole log: its lines are exactly the installation's log.
+    lines = [d for k, d in events if k == "message"]
+    assert "".join(line + "\n" for line in lines) == api.get(f"/api/v0/installations/{iid}/logs").json()["logs"]
     assert kinds[-1] == "exit" and json.loads(events[-1][1]) == {"type": "exit", "code": 0}
     assert api.get(f"/api/v0/installations/{iid}").json() == {"status": "succeeded"}
 

@@ -116,9 +116,13 @@ def test_install_finishes_and_is_persisted_without_polling(own):
     tok = own.token()
     h = {"Authorization": f"Bearer {tok}", "Content-Type": "application/json"}
     requests.post(own.url + "/api/v0/installations", json={}, headers=h, verify=own.ca_path, timeout=10)
-    time.sleep(2.0)  # nobody polls; the background ticker finishes and saves it
-    saved = json.loads((own.state_dir / "state.json").read_text())
-    assert saved["installations"][-1]["status"] == "succeeded"
+    # Nobody polls: the background ticker finishes it and saves it. Wait for that event, not a fixed time.
+    deadline = time.monotonic() + 30
+    status = "running"
+    while status == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = json.loads((own.state_dir / "state.json").read_text())["installations"][-1]["status"]
+    assert status == "succeeded"
 
 
 def test_atomic_state_writes(own):

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from fault_table import record_row
+from doc_tables import mask, observe
 from system_support import SENSORS, airflow_stack
 
-pytestmark = [pytest.mark.system, pytest.mark.faults]
+pytestmark = [pytest.mark.system, pytest.mark.faults, pytest.mark.docs]
 
 
 class Simulator:
@@ -99,11 +99,11 @@ def test_a_worker_killed_during_each_kind_of_write_step_is_retried_safely(local_
     assert len(sim.accepted("POST", "/api/v0/installations")) == 3, "a step started a second Apply Changes"
     retried = local_airflow.log_text(run_id, "create_new_ca.generate_ca", tis["create_new_ca.generate_ca"]["try_number"])
     seen = next((line for line in retried.splitlines() if "Adopting CA" in line or "new CA" in line), "generated on retry")
-    record_row(
+    observe("fault-matrix", 8, [
         "worker SIGKILLed during a write step (generate, activate, delete, start Apply Changes), then retried",
         "the write held 6 s in Ops Manager, the task process killed with SIGKILL meanwhile",
-        seen, "survived: each step retried once, decided from state; one CA, one delete, 3 Apply Changes",
-    )
+        f"`{mask(seen)}`", "survived: each step retried once, decided from state; one CA, one delete, 3 Apply Changes",
+    ])
 
 
 def test_the_triggerer_restarted_while_waiting_starts_no_second_apply_changes(local_airflow):
@@ -126,10 +126,10 @@ def test_the_triggerer_restarted_while_waiting_starts_no_second_apply_changes(lo
     assert ti["state"] == "success"
     seen = next((line for line in local_airflow.log_text(run_id, sensor, ti["try_number"]).splitlines()
                  if "[installation" in line), "installation log lines")
-    record_row(
+    observe("fault-matrix", 9, [
         "triggerer killed and restarted while a sensor waits", "SIGKILL to the triggerer's process group, then a new triggerer",
-        seen, "survived: the wait resumed with GET only; 4 Apply Changes for 4 steps",
-    )
+        f"`{mask(seen)}`", "survived: the wait resumed with GET only; 4 Apply Changes for 4 steps",
+    ])
 
 
 def restart_env(local_airflow) -> dict[str, str]:

@@ -18,7 +18,7 @@ from opsman.exceptions import (
     OpsManagerNotFoundError,
     OpsManagerTransientError,
 )
-from opsman.hooks import OpsManagerAsyncHook, OpsManagerHook
+from opsman.hooks import OpsManagerAsyncHook, OpsManagerHook, _Token
 from opsman.models import ApplyChangesOptions, InstallationStatus
 
 
@@ -50,15 +50,32 @@ class TestAuthentication:
         cas = OpsManagerHook().list_certificate_authorities()
         assert [ca.active for ca in cas] == [True]
 
-    def test_token_is_refreshed_before_it_expires(self, sim):
-        sim.faults(token_ttl=2)
+    def test_token_is_renewed_a_quarter_of_its_life_before_it_expires(self, sim, monkeypatch):
+        # One clock for both sides: the hook's token clock and Ops Manager's move together, by exact steps.
+        elapsed = [0.0]
+        monkeypatch.setattr(_Token, "clock", staticmethod(lambda: elapsed[0]))
+
+        def advance(seconds: float) -> None:
+            elapsed[0] += seconds
+            sim.clock(advance_seconds=seconds)
+
+        sim.faults(token_ttl=200)  # renewed a quarter of its life (50 s) before it expires: at 150 s
         sim.clear_journal()
         hook = OpsManagerHook()
         hook.list_installations()
-        time.sleep(2.2)
+        advance(149.5)
         hook.list_installations()
-        assert len(journal_calls(sim, "POST", "/uaa/oauth/token")) == 2
-        assert [e["status"] for e in journal_calls(sim, "GET")] == [200, 200], "no call was sent with an expired token"
+        assert len(journal_calls(sim, "POST", "/uaa/oauth/token")) == 1, "renewed before its lead time"
+        advance(1.0)
+        hook.list_installations()
+        assert len(journal_calls(sim, "POST", "/uaa/oauth/token")) == 2, "not renewed within its lead time"
+        assert [e["status"] for e in journal_calls(sim, "GET")] == [200, 200, 200], "a call went out with an expired token"
+        # Past the new token's expiry on Ops Manager's clock only (a suspended worker, a skewed clock): the 401 is
+        # answered by one new token and one repeat.
+        sim.clock(advance_seconds=201)
+        hook.list_installations()
+        assert [(e["path"], e["status"]) for e in sim.journal()][-3:] == [
+            ("/api/v0/installations", 401), ("/uaa/oauth/token", 200), ("/api/v0/installations", 200)]
 
     def test_a_401_on_a_token_believed_valid_fetches_a_new_token_once(self, sim):
         hook = OpsManagerHook()
@@ -235,7 +252,11 @@ class TestTransientFailures:
         with pytest.raises(OpsManagerTransientError, match="Timeout") as err:
             hook.list_installations()
         assert err.value.timed_out
-        time.sleep(2)  # let the abandoned request finish on the simulator before the next test
+        # The abandoned request still runs on the simulator: wait until it is journaled, so the next test starts idle.
+        deadline = time.monotonic() + 30
+        while not any(e["status"] == 200 for e in journal_calls(sim, "GET", "/api/v0/installations")[-1:]):
+            assert time.monotonic() < deadline, "the slow request never finished on the simulator"
+            time.sleep(0.05)
 
 
     def test_after_a_timeout_the_retry_waits_so_calls_never_overlap(self, sim, monkeypatch):

@@ -132,3 +132,12 @@ def test_the_plan_survives_json():
     p = plan([OLD])
     assert RotationPlan.from_json(p.to_json()) == p
     assert INITIAL_APPLY in p.describe()
+
+
+@pytest.mark.parametrize(("age", "stage"), [
+    (dt.timedelta(days=7) - dt.timedelta(seconds=1), OLD_CA_DELETED),  # younger than recent_rotation_days: the end
+    (dt.timedelta(days=7), NOT_STARTED),  # exactly recent_rotation_days old: a new rotation starts
+])
+def test_the_recent_rotation_boundary_is_exact(age, stage):
+    only = ca("new0000000000000000b", True, NOW - age)
+    assert plan([only]).stage == stage
