@@ -34,9 +34,9 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # The installation's log lines would go to a task log; here they would only flood the terminal.
 os.environ.setdefault("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "opsman=WARNING")
-sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include")]
 
 import requests  # noqa: E402
+
 from opsman_simulator.process import SimulatorProcess  # noqa: E402
 
 PASSWORD = "bench-" + os.urandom(6).hex()

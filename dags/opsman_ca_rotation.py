@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup, XComArg, task
-from airflow.sdk.exceptions import AirflowSkipException
+from opsman.compat import DOUBLING_BACKOFF, AirflowSkipException
 from opsman.expiry import ExpiryReportOperator, RotationDueOperator
 from opsman.fleet import DEFAULT_SETTINGS, FLEET_FORM, Fleet, Foundation, load_fleet
 from opsman.models import isoformat
@@ -272,7 +272,7 @@ def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = N
             "owner": "platform",
             "retries": 3,
             "retry_delay": timedelta(seconds=30),
-            "retry_exponential_backoff": 2.0,
+            "retry_exponential_backoff": DOUBLING_BACKOFF,
             "max_retry_delay": timedelta(minutes=10),
             # Steps the plan marks done end skipped; the steps after them must still run. A failure
             # still stops everything after it (upstream_failed).

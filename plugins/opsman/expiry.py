@@ -14,9 +14,9 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import Context, SkipMixin
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Context
 
+from opsman.compat import AirflowFailException, SkipMixin
 from opsman.models import CertificateAuthority, DeployedCertificate, isoformat
 from opsman.operators import OpsManagerBaseOperator, as_flag, format_table, window_days
 

@@ -41,6 +41,7 @@ from airflow.providers.http.hooks.http import HttpAsyncHook, HttpHook
 from airflow.sdk.log import mask_secret
 from cryptography import x509
 
+from opsman.compat import aget_connection
 from opsman.constants import DEFAULT_CONN_ID, EXPIRES_WITHIN_PATTERN
 from opsman.exceptions import (
     OpsManagerApiError,
@@ -876,7 +877,7 @@ class OpsManagerAsyncHook(HttpAsyncHook):
 
     async def get_settings(self) -> OpsManagerConnectionSettings:
         if self._settings is None:
-            conn = await self.aget_connection(self.opsman_conn_id)
+            conn = await aget_connection(self, self.opsman_conn_id)
             self._settings = OpsManagerConnectionSettings.from_connection(conn)
             if self._settings.skip_ssl_validation:
                 self.log.warning("TLS certificate validation for Ops Manager %s is OFF", self._settings.base_url)

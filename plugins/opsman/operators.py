@@ -21,9 +21,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cryptography import x509
 
+from opsman.compat import AirflowFailException, AirflowSkipException
 from opsman.constants import CREDENTIAL_ROLES, DEFAULT_CONN_ID, EXPIRES_WITHIN_PATTERN, WRITE_ROLES
 from opsman.custom_ca import CustomCertificateAuthority, load_custom_ca
 from opsman.exceptions import (

@@ -9,8 +9,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from opsman.compat import AirflowFailException, AirflowSkipException
 from opsman.constants import DEFAULT_CONN_ID
 from opsman.exceptions import OpsManagerError
 from opsman.links import OpsManagerInstallationLink

@@ -11,9 +11,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from opsman.compat import AirflowFailException
 from opsman.exceptions import OpsManagerError, OpsManagerNotFoundError
 from opsman.hooks import OpsManagerAsyncHook
 from opsman.models import new_log_text

@@ -18,14 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+import airflow_stack as stack
 import pytest
 import yaml
-from opsman_simulator.process import SimulatorProcess
 from support import SIM_PASSWORD, SIM_USER, connection_json
 
+from opsman_simulator.process import SimulatorProcess
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-import airflow_stack as stack  # noqa: E402
 
 ROTATION, REPORT = "opsman_ca_rotation__east", "opsman_certificate_expiry_report"
 COMPONENTS = ["api-server", "scheduler", "dag-processor", "triggerer"]

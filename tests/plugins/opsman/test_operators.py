@@ -7,8 +7,7 @@ from support import api_writes, journal_calls, task_context, wait_for_installati
 
 import threading
 
-from airflow.sdk.exceptions import AirflowFailException
-
+from opsman.compat import AirflowFailException
 from opsman.exceptions import OpsManagerConfigError, OpsManagerTransientError, RotationStateError
 from opsman.hooks import OpsManagerHook
 from opsman.models import ApplyChangesOptions, InstallationStatus
