@@ -44,21 +44,40 @@ LOG_PATHS = ("/logs", "/current_log")
 
 
 def connection(sim: SimulatorProcess) -> str:
-    return json.dumps({"conn_type": "opsman", "host": sim.url, "login": "admin", "password": PASSWORD,
-                       "extra": {"ca_cert": sim.ca_path}})
+    return json.dumps(
+        {
+            "conn_type": "opsman",
+            "host": sim.url,
+            "login": "admin",
+            "password": PASSWORD,
+            "extra": {"ca_cert": sim.ca_path},
+        }
+    )
 
 
 def token(sim: SimulatorProcess) -> str:
-    form = {"grant_type": "password", "username": "admin", "password": PASSWORD, "client_id": "opsman", "token_format": "jwt"}
-    return requests.post(f"{sim.url}/uaa/oauth/token", data=form, auth=("opsman", ""), verify=sim.ca_path,
-                         timeout=30).json()["access_token"]
+    form = {
+        "grant_type": "password",
+        "username": "admin",
+        "password": PASSWORD,
+        "client_id": "opsman",
+        "token_format": "jwt",
+    }
+    return requests.post(
+        f"{sim.url}/uaa/oauth/token", data=form, auth=("opsman", ""), verify=sim.ca_path, timeout=30
+    ).json()["access_token"]
 
 
 def start_install(sim: SimulatorProcess, log_rate: int) -> int:
     sim.faults(log_bytes_per_second=log_rate)
     headers = {"Authorization": f"Bearer {token(sim)}"}
-    r = requests.post(f"{sim.url}/api/v0/installations", json={"deploy_products": "all"}, headers=headers,
-                      verify=sim.ca_path, timeout=30)
+    r = requests.post(
+        f"{sim.url}/api/v0/installations",
+        json={"deploy_products": "all"},
+        headers=headers,
+        verify=sim.ca_path,
+        timeout=30,
+    )
     r.raise_for_status()
     sim.clear_journal()  # count only the wait
     return r.json()["install"]["id"]
@@ -68,9 +87,10 @@ def ours(sim: SimulatorProcess, installation_id: int, poll: float) -> None:
     os.environ["AIRFLOW_CONN_OPSMAN_OURS"] = connection(sim)
     from opsman.triggers import InstallationTrigger
 
-
     async def wait():
-        async for event in InstallationTrigger("opsman_ours", installation_id, poll_interval_seconds=poll).run():
+        async for event in InstallationTrigger(
+            "opsman_ours", installation_id, poll_interval_seconds=poll
+        ).run():
             assert event.payload["status"] == "succeeded", event.payload
 
     asyncio.run(wait())
@@ -81,10 +101,18 @@ def om_style(sim: SimulatorProcess, installation_id: int) -> None:
     headers = {"Authorization": f"Bearer {token(sim)}"}
     printed = 0
     while True:
-        status = requests.get(f"{sim.url}/api/v0/installations/{installation_id}", headers=headers,
-                              verify=sim.ca_path, timeout=60).json()["status"]
-        logs = requests.get(f"{sim.url}/api/v0/installations/{installation_id}/logs", headers=headers,
-                            verify=sim.ca_path, timeout=60).json()["logs"]
+        status = requests.get(
+            f"{sim.url}/api/v0/installations/{installation_id}",
+            headers=headers,
+            verify=sim.ca_path,
+            timeout=60,
+        ).json()["status"]
+        logs = requests.get(
+            f"{sim.url}/api/v0/installations/{installation_id}/logs",
+            headers=headers,
+            verify=sim.ca_path,
+            timeout=60,
+        ).json()["logs"]
         printed = max(printed, len(logs))
         if status in ("succeeded", "failed"):
             return
@@ -95,16 +123,33 @@ def measure(sim: SimulatorProcess, installation_id: int, seconds: float) -> dict
     entries = [e for e in sim.journal() if e["path"].startswith("/api/")]
     log_bytes = sum(e.get("bytes", 0) for e in entries if e["path"].endswith(LOG_PATHS))
     headers = {"Authorization": f"Bearer {token(sim)}"}
-    final = len(requests.get(f"{sim.url}/api/v0/installations/{installation_id}/logs", headers=headers,
-                             verify=sim.ca_path, timeout=60).json()["logs"].encode())
-    return {"requests": len(entries), "per_minute": len(entries) / (seconds / 60), "log_bytes": log_bytes,
-            "final": final, "ratio": log_bytes / final if final else float("nan")}
+    final = len(
+        requests.get(
+            f"{sim.url}/api/v0/installations/{installation_id}/logs",
+            headers=headers,
+            verify=sim.ca_path,
+            timeout=60,
+        )
+        .json()["logs"]
+        .encode()
+    )
+    return {
+        "requests": len(entries),
+        "per_minute": len(entries) / (seconds / 60),
+        "log_bytes": log_bytes,
+        "final": final,
+        "ratio": log_bytes / final if final else float("nan"),
+    }
 
 
 def per_profile(tmp: str, profile: str, args: argparse.Namespace) -> dict[str, float]:
     """Ours on one profile, the stream broken ``--reconnects`` times early in the install."""
-    sim = SimulatorProcess(Path(tmp) / f"profile-{profile}", apply_seconds=args.seconds, password=PASSWORD,
-                           extra_args=("--profile", profile))
+    sim = SimulatorProcess(
+        Path(tmp) / f"profile-{profile}",
+        apply_seconds=args.seconds,
+        password=PASSWORD,
+        extra_args=("--profile", profile),
+    )
     sim.start()
     try:
         installation_id = start_install(sim, args.log_bytes_per_second)
@@ -114,7 +159,8 @@ def per_profile(tmp: str, profile: str, args: argparse.Namespace) -> dict[str, f
         started = time.monotonic()
         ours(sim, installation_id, args.poll)
         return measure(sim, installation_id, time.monotonic() - started) | {
-            "streams": len([e for e in sim.journal() if e["path"].endswith("/current_log")])}
+            "streams": len([e for e in sim.journal() if e["path"].endswith("/current_log")])
+        }
     finally:
         sim.stop()
 
@@ -124,13 +170,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=120, help="duration of the simulated Apply Changes")
     parser.add_argument("--log-bytes-per-second", type=int, default=40000, help="log growth of the install")
     parser.add_argument("--poll", type=float, default=30, help="our status poll interval (the DAG's default)")
-    parser.add_argument("--profiles", default="2.9,2.10,3.0", help="simulator profiles to measure ours on ('' for none)")
-    parser.add_argument("--reconnects", type=int, default=2, help="stream breaks per install in the profile runs")
+    parser.add_argument(
+        "--profiles", default="2.9,2.10,3.0", help="simulator profiles to measure ours on ('' for none)"
+    )
+    parser.add_argument(
+        "--reconnects", type=int, default=2, help="stream breaks per install in the profile runs"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        sims = {name: SimulatorProcess(Path(tmp) / name, apply_seconds=args.seconds, password=PASSWORD)
-                for name in ("ours", "om")}
+        sims = {
+            name: SimulatorProcess(Path(tmp) / name, apply_seconds=args.seconds, password=PASSWORD)
+            for name in ("ours", "om")
+        }
         for sim in sims.values():
             sim.start()
         try:
@@ -151,27 +203,41 @@ def main() -> int:
                 sim.stop()
         profiles = {p: per_profile(tmp, p, args) for p in args.profiles.split(",") if p}
 
-    print(f"One Apply Changes of {args.seconds:.0f} s, log growing {args.log_bytes_per_second} B/s "
-          f"(final log {results['om']['final'] / 1e6:.1f} MB); waited {waited:.0f} s; machine: {os.cpu_count()} cores")
+    print(
+        f"One Apply Changes of {args.seconds:.0f} s, log growing {args.log_bytes_per_second} B/s "
+        f"(final log {results['om']['final'] / 1e6:.1f} MB); waited {waited:.0f} s; machine: {os.cpu_count()} cores"
+    )
     print()
-    print("| client | API requests while waiting | requests / minute | log bytes downloaded | ÷ final log size |")
+    print(
+        "| client | API requests while waiting | requests / minute | log bytes downloaded | ÷ final log size |"
+    )
     print("|---|---|---|---|---|")
-    for name, label in (("ours", f"ours (trigger, status every {args.poll:.0f} s, streamed log)"),
-                        ("om", "om-style (status + whole log every 10 s)")):
+    for name, label in (
+        ("ours", f"ours (trigger, status every {args.poll:.0f} s, streamed log)"),
+        ("om", "om-style (status + whole log every 10 s)"),
+    ):
         r = results[name]
-        print(f"| {label} | {r['requests']} | {r['per_minute']:.1f} | {r['log_bytes'] / 1e6:.2f} MB | {r['ratio']:.2f}x |")
+        print(
+            f"| {label} | {r['requests']} | {r['per_minute']:.1f} | {r['log_bytes'] / 1e6:.2f} MB | {r['ratio']:.2f}x |"
+        )
     print()
-    print(f"om-style / ours: {results['om']['requests'] / max(results['ours']['requests'], 1):.1f}x requests, "
-          f"{results['om']['log_bytes'] / max(results['ours']['log_bytes'], 1):.1f}x log bytes")
+    print(
+        f"om-style / ours: {results['om']['requests'] / max(results['ours']['requests'], 1):.1f}x requests, "
+        f"{results['om']['log_bytes'] / max(results['ours']['log_bytes'], 1):.1f}x log bytes"
+    )
     if profiles:
         print()
         print(f"Ours per simulator profile, the stream broken {args.reconnects} times in the first third:")
         print()
-        print("| profile | log source | current_log requests | API requests | log bytes downloaded | ÷ final log size |")
+        print(
+            "| profile | log source | current_log requests | API requests | log bytes downloaded | ÷ final log size |"
+        )
         print("|---|---|---|---|---|---|")
         for name, r in profiles.items():
             source = "replaying stream" if name == "3.0" else "polling (no stream: 404)"
-            print(f"| {name} | {source} | {r['streams']} | {r['requests']} | {r['log_bytes'] / 1e6:.2f} MB | {r['ratio']:.2f}x |")
+            print(
+                f"| {name} | {source} | {r['streams']} | {r['requests']} | {r['log_bytes'] / 1e6:.2f} MB | {r['ratio']:.2f}x |"
+            )
     return 0
 
 

@@ -102,7 +102,9 @@ class Sampler(threading.Thread):
         last = time.monotonic()
         while not self.stopped.wait(1.0):
             try:
-                body = self.api.request("GET", "/api/v2/dags/~/dagRuns/~/taskInstances?state=running&state=deferred&limit=500")
+                body = self.api.request(
+                    "GET", "/api/v2/dags/~/dagRuns/~/taskInstances?state=running&state=deferred&limit=500"
+                )
             except Exception:  # a busy API server: skip this sample rather than stop sampling
                 continue
             tis = body["task_instances"]
@@ -115,7 +117,9 @@ class Sampler(threading.Thread):
             now_t = time.monotonic()
             self.wait_slot_seconds += now.running_waits * (now_t - last)
             last = now_t
-            self.peak = Sample(*(max(a, b) for a, b in zip(vars(self.peak).values(), vars(now).values())))
+            self.peak = Sample(
+                *(max(a, b) for a, b in zip(vars(self.peak).values(), vars(now).values(), strict=True))
+            )
 
 
 class Bench:
@@ -123,19 +127,35 @@ class Bench:
         self.work, self.sims, self.password, self.poll = work, sims, password, poll
 
     def connection(self, sim: SimulatorProcess) -> str:
-        return json.dumps({"conn_type": "opsman", "host": sim.url, "login": "admin", "password": self.password,
-                           "extra": {"ca_cert": str(sim.ca_path)}})
+        return json.dumps(
+            {
+                "conn_type": "opsman",
+                "host": sim.url,
+                "login": "admin",
+                "password": self.password,
+                "extra": {"ca_cert": str(sim.ca_path)},
+            }
+        )
 
     def fleet_file(self, mode: str) -> Path:
         path = self.work / f"fleet-{mode}.yaml"
-        path.write_text(yaml.safe_dump({
-            "report": {"schedule": None},
-            "foundations": [
-                {"name": foundation_name(i), "conn_id": f"opsman_{foundation_name(i)}", "schedule": None,
-                 "poll_interval_seconds": self.poll, "wait_mode": mode}
-                for i in range(len(self.sims))
-            ],
-        }))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "report": {"schedule": None},
+                    "foundations": [
+                        {
+                            "name": foundation_name(i),
+                            "conn_id": f"opsman_{foundation_name(i)}",
+                            "schedule": None,
+                            "poll_interval_seconds": self.poll,
+                            "wait_mode": mode,
+                        }
+                        for i in range(len(self.sims))
+                    ],
+                }
+            )
+        )
         return path
 
     def start_airflow(self, mode: str) -> tuple[Path, stack.Api]:
@@ -145,14 +165,16 @@ class Bench:
         values = stack.load_or_create_secrets(home)
         stack.write_passwords_file(home, values["admin_password"])
         env = stack.base_env(home, port, values)
-        env.update({
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "OPSMAN_FLEET_FILE": str(self.fleet_file(mode)),
-            # The installation log lines of 20 foundations would only fill the task logs' disk.
-            "AIRFLOW__LOGGING__NAMESPACE_LEVELS": "opsman.sensors=WARNING opsman.triggers=WARNING",
-        })
+        env.update(
+            {
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "OPSMAN_FLEET_FILE": str(self.fleet_file(mode)),
+                # The installation log lines of 20 foundations would only fill the task logs' disk.
+                "AIRFLOW__LOGGING__NAMESPACE_LEVELS": "opsman.sensors=WARNING opsman.triggers=WARNING",
+            }
+        )
         for i, sim in enumerate(self.sims):
             env[f"AIRFLOW_CONN_OPSMAN_{foundation_name(i).upper()}"] = self.connection(sim)
         stack.prepare_database(home, env)
@@ -160,7 +182,9 @@ class Bench:
         api = stack.Api(f"http://127.0.0.1:{port}", "admin", values["admin_password"])
         try:
             for i in range(len(self.sims)):
-                stack.wait_ready(api, home, COMPONENTS, timeout=300, dag_id=f"opsman_ca_rotation__{foundation_name(i)}")
+                stack.wait_ready(
+                    api, home, COMPONENTS, timeout=300, dag_id=f"opsman_ca_rotation__{foundation_name(i)}"
+                )
         except Exception:
             stack.stop(home, STOP_ORDER)
             raise
@@ -177,7 +201,7 @@ class Bench:
         runs = {}
         for i in range(size):
             dag_id = f"opsman_ca_rotation__{foundation_name(i)}"
-            body = {"logical_date": dt.datetime.now(dt.timezone.utc).isoformat(), "conf": {}}
+            body = {"logical_date": dt.datetime.now(dt.UTC).isoformat(), "conf": {}}
             runs[dag_id] = api.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
         states: dict[str, dict] = {}
         while time.time() - started < cap:
@@ -194,37 +218,59 @@ class Bench:
                     api.request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", {"state": "failed"})
             time.sleep(5)  # let the killed tasks' processes go before the next configuration
         rotated = 0
-        for sim, old_guid in zip(self.sims[:size], old):
+        for sim, old_guid in zip(self.sims[:size], old, strict=True):
             cas = sim.state()["certificate_authorities"]
             rotated += len(cas) == 1 and cas[0]["active"] and cas[0]["guid"] != old_guid
         wall = max(_time(s["end_date"]) for s in done) - started if len(done) == size else None
         applies = 4 * size  # the documented rotation: four Apply Changes per foundation
-        return Result(mode, size, wall, len(done), sum(s["state"] == "success" for s in done), rotated, sampler.peak,
-                      sampler.wait_slot_seconds / applies)
+        return Result(
+            mode,
+            size,
+            wall,
+            len(done),
+            sum(s["state"] == "success" for s in done),
+            rotated,
+            sampler.peak,
+            sampler.wait_slot_seconds / applies,
+        )
 
 
 def print_table(results: list[Result], args: argparse.Namespace) -> None:
-    print(f"\nFleet throughput: LocalExecutor parallelism 4, SQLite, Apply Changes {args.apply_seconds:g} s each "
-          f"(4 per rotation), poll {args.poll} s, {os.cpu_count()} CPUs")
-    header = (f"{'wait mode':<11} {'N':>3} {'wall s':>8} {'x N=1':>6} {'rotated':>8} "
-              f"{'peak slots in use':>18} {'peak held by waits':>19} {'peak deferred':>14} {'wait slot-s per Apply Changes':>30}")
+    print(
+        f"\nFleet throughput: LocalExecutor parallelism 4, SQLite, Apply Changes {args.apply_seconds:g} s each "
+        f"(4 per rotation), poll {args.poll} s, {os.cpu_count()} CPUs"
+    )
+    header = (
+        f"{'wait mode':<11} {'N':>3} {'wall s':>8} {'x N=1':>6} {'rotated':>8} "
+        f"{'peak slots in use':>18} {'peak held by waits':>19} {'peak deferred':>14} {'wait slot-s per Apply Changes':>30}"
+    )
     print(header)
     print("-" * len(header))
     single = {r.mode: r.wall for r in results if r.size == 1}
     for r in results:
         wall = f"{r.wall:.0f}" if r.wall is not None else f">{args.cap_seconds:.0f}"
         ratio = f"{r.wall / single[r.mode]:.2f}" if r.wall is not None and single.get(r.mode) else "-"
-        print(f"{r.mode:<11} {r.size:>3} {wall:>8} {ratio:>6} {f'{r.rotated}/{r.size}':>8} "
-              f"{r.peak.running:>18} {r.peak.running_waits:>19} {r.peak.deferred:>14} {r.wait_slot_seconds_per_apply:>30.1f}")
+        print(
+            f"{r.mode:<11} {r.size:>3} {wall:>8} {ratio:>6} {f'{r.rotated}/{r.size}':>8} "
+            f"{r.peak.running:>18} {r.peak.running_waits:>19} {r.peak.deferred:>14} {r.wait_slot_seconds_per_apply:>30.1f}"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1,5,20", help="numbers of foundations rotated at once (default 1,5,20)")
-    parser.add_argument("--modes", default="deferrable,poke", help="wait modes to compare (deferrable, reschedule, poke)")
-    parser.add_argument("--apply-seconds", type=float, default=60.0, help="length of each simulated Apply Changes")
+    parser.add_argument(
+        "--sizes", default="1,5,20", help="numbers of foundations rotated at once (default 1,5,20)"
+    )
+    parser.add_argument(
+        "--modes", default="deferrable,poke", help="wait modes to compare (deferrable, reschedule, poke)"
+    )
+    parser.add_argument(
+        "--apply-seconds", type=float, default=60.0, help="length of each simulated Apply Changes"
+    )
     parser.add_argument("--poll", type=int, default=5, help="poll_interval_seconds of every foundation")
-    parser.add_argument("--cap-seconds", type=float, default=1800.0, help="give up on one configuration after this")
+    parser.add_argument(
+        "--cap-seconds", type=float, default=1800.0, help="give up on one configuration after this"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     sizes = sorted({int(s) for s in args.sizes.split(",")})
@@ -235,8 +281,11 @@ def main() -> int:
     results: list[Result] = []
     try:
         for i in range(max(sizes)):
-            sims.append(SimulatorProcess(work / f"sim-{foundation_name(i)}", apply_seconds=args.apply_seconds,
-                                         password=password).start())
+            sims.append(
+                SimulatorProcess(
+                    work / f"sim-{foundation_name(i)}", apply_seconds=args.apply_seconds, password=password
+                ).start()
+            )
         bench = Bench(work, sims, password, args.poll)
         for mode in modes:
             home, api = bench.start_airflow(mode)

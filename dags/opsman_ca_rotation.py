@@ -9,10 +9,11 @@ regenerate the non-configurable certificates (+ Apply Changes) → delete the ol
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup, XComArg, task
+
 from opsman.compat import DOUBLING_BACKOFF, AirflowSkipException
 from opsman.expiry import ExpiryReportOperator, RotationDueOperator
 from opsman.fleet import DEFAULT_SETTINGS, FLEET_FORM, Fleet, Foundation, load_fleet
@@ -78,12 +79,14 @@ In force for this DAG:
 """
 PARAM_SCHEMA_DRAFT = "http://json-schema.org/draft-07/schema#"
 #: Fleet DAGs are scheduled; with catchup off only the latest interval runs.
-FLEET_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
+FLEET_START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def root_ca_asset(foundation: Foundation) -> Asset:
     """The foundation's root CA as an Airflow Asset: schedule follow-up DAGs on it."""
-    return Asset(name=f"opsman_root_ca__{foundation.name}", uri=f"opsman://{foundation.name}/root-ca", group="opsman")
+    return Asset(
+        name=f"opsman_root_ca__{foundation.name}", uri=f"opsman://{foundation.name}/root-ca", group="opsman"
+    )
 
 
 def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
@@ -92,87 +95,148 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
     d = DEFAULT_SETTINGS
     params = {
         "opsman_conn_id": Param(
-            "opsman_default", type="string", minLength=1, title="Ops Manager connection",
-            description="Airflow connection (type opsman) of the foundation to rotate.", section="Foundation",
+            "opsman_default",
+            type="string",
+            minLength=1,
+            title="Ops Manager connection",
+            description="Airflow connection (type opsman) of the foundation to rotate.",
+            section="Foundation",
         ),
         "dry_run": Param(
-            False, type="boolean", title="Dry run", section="Foundation",
+            False,
+            type="boolean",
+            title="Dry run",
+            section="Foundation",
             description="Only read Ops Manager's state and log what each step would do; change nothing.",
         ),
         "poll_interval_seconds": Param(
-            d["poll_interval_seconds"], type="integer", minimum=1, maximum=3600, title="Poll interval (seconds)", section="Foundation",
+            d["poll_interval_seconds"],
+            type="integer",
+            minimum=1,
+            maximum=3600,
+            title="Poll interval (seconds)",
+            section="Foundation",
             description="How often to ask Ops Manager whether an Apply Changes has finished.",
         ),
         "expires_within": Param(
-            d["expires_within"], type="string", pattern="^[1-9][0-9]*[dwmy]$", title="Expiry window", section="Foundation",
+            d["expires_within"],
+            type="string",
+            pattern="^[1-9][0-9]*[dwmy]$",
+            title="Expiry window",
+            section="Foundation",
             description="Report certificates expiring within this window (e.g. 3m, 6w, 90d); the new CA must outlive it.",
         ),
         "custom_ca_conn_id": Param(
             # None, not "": the UI trigger form treats an empty string as a missing required value.
-            d["custom_ca_conn_id"], type=["null", "string"], title="Bring your own CA (connection)", section="Foundation",
+            d["custom_ca_conn_id"],
+            type=["null", "string"],
+            title="Bring your own CA (connection)",
+            section="Foundation",
             description=(
                 "Empty: Ops Manager generates the new CA. Otherwise the Airflow connection whose extras "
                 "certificate_pem and private_key_pem hold the CA to upload (RSA, validated before any call)."
             ),
         ),
         "initial_apply_changes": Param(
-            d["initial_apply_changes"], type="boolean", title="Initial Apply Changes", section="Procedure",
+            d["initial_apply_changes"],
+            type="boolean",
+            title="Initial Apply Changes",
+            section="Procedure",
             description="Run the Apply Changes the procedure starts with, before generating the new CA.",
         ),
         "if_installation_running": Param(
-            d["if_installation_running"], type="string", enum=["wait", "fail"], title="If an Apply Changes is running", section="Procedure",
+            d["if_installation_running"],
+            type="string",
+            enum=["wait", "fail"],
+            title="If an Apply Changes is running",
+            section="Procedure",
             description="wait: let it finish, then start; fail: stop without changing anything.",
         ),
         "allow_pending_changes": Param(
-            False, type="boolean", title="Allow other staged changes", section="Procedure",
+            False,
+            type="boolean",
+            title="Allow other staged changes",
+            section="Procedure",
             description="Deploy changes other people staged in Ops Manager along with the rotation (refused by default).",
         ),
         "recent_rotation_days": Param(
-            7, type="number", minimum=0, title="Recent rotation (days)", section="Procedure",
+            7,
+            type="number",
+            minimum=0,
+            title="Recent rotation (days)",
+            section="Procedure",
             description=(
                 "A single active CA younger than this is the end of a rotation: the run only finishes it. "
                 "Set 0 to rotate a young CA again."
             ),
         ),
         "apply_changes_mode": Param(
-            d["apply_changes_mode"], type="string", enum=["api", "manual"], title="Apply Changes mode", section="Apply Changes",
+            d["apply_changes_mode"],
+            type="string",
+            enum=["api", "manual"],
+            title="Apply Changes mode",
+            section="Apply Changes",
             description="api: the DAG starts each Apply Changes; manual: a person clicks Apply Changes and the DAG waits.",
         ),
         "deploy_products": Param(
-            d["deploy_products"], type=["string", "array"], title="Products to deploy", section="Apply Changes",
+            d["deploy_products"],
+            type=["string", "array"],
+            title="Products to deploy",
+            section="Apply Changes",
             description="'all' (what the rotation docs require), 'none' (director only), or a list of product GUIDs or names.",
         ),
         "errands": Param(
-            d["errands"], type="object", title="Errands", section="Apply Changes",
+            d["errands"],
+            type="object",
+            title="Errands",
+            section="Apply Changes",
             description=(
-                "Per product GUID or name, e.g. {\"p-redis\": {\"run_post_deploy\": {\"upgrade-all-service-instances\": true}}}; "
+                'Per product GUID or name, e.g. {"p-redis": {"run_post_deploy": {"upgrade-all-service-instances": true}}}; '
                 "the newer docs require upgrading service instances during a CA rotation."
             ),
         ),
         "recreate_vms": Param(
-            d["recreate_vms"], type="boolean", title="Recreate VMs", section="Apply Changes",
+            d["recreate_vms"],
+            type="boolean",
+            title="Recreate VMs",
+            section="Apply Changes",
             description="Recreate every VM during each Apply Changes (the 2.10+ docs ask for it during a rotation).",
         ),
         "force_latest_variables": Param(
-            d["force_latest_variables"], type="boolean", title="Force latest variables", section="Apply Changes",
+            d["force_latest_variables"],
+            type="boolean",
+            title="Force latest variables",
+            section="Apply Changes",
             description="BOSH --force-latest-variables on each Apply Changes.",
         ),
         "ignore_warnings": Param(
-            d["ignore_warnings"], type="boolean", title="Ignore warnings", section="Apply Changes",
+            d["ignore_warnings"],
+            type="boolean",
+            title="Ignore warnings",
+            section="Apply Changes",
             description="Bypass ignorable verifier warnings on each Apply Changes.",
         ),
     }
     if foundation is None:
         return params
     params["only_if_due"] = Param(
-        False, type="boolean", title="Only if due", section="Foundation",
+        False,
+        type="boolean",
+        title="Only if due",
+        section="Foundation",
         description="Manual runs rotate regardless; set true to check expiry first, as scheduled runs always do.",
     )
     # Each Param names its JSON-schema draft: Airflow validates a scheduled DAG's Params when they are set
     # and when it serializes the DAG, and the draft-07 meta-schema is about 4x cheaper to check than the
     # default 2020-12 one.
-    return {name: Param(params[name].value, description=params[name].description,
-                        **{**params[name].schema, "$schema": PARAM_SCHEMA_DRAFT}) for name in FLEET_FORM}
+    return {
+        name: Param(
+            params[name].value,
+            description=params[name].description,
+            **{**params[name].schema, "$schema": PARAM_SCHEMA_DRAFT},
+        )
+        for name in FLEET_FORM
+    }
 
 
 def settings(foundation: Foundation | None) -> dict[str, Any]:
@@ -195,13 +259,15 @@ def is_template(value: Any) -> bool:
 def fleet_doc_md(foundation: Foundation, path: Any) -> str:
     """The foundation's part of the DAG's docs: the values in force."""
     rows = {
-        "schedule": foundation.schedule, "wait_mode": foundation.wait_mode,
+        "schedule": foundation.schedule,
+        "wait_mode": foundation.wait_mode,
         **{k: v for k, v in foundation.settings.items() if k != "opsman_conn_id"},
         "notifiers on_failure": [n.class_path for n in foundation.on_failure],
         "notifiers on_success": [n.class_path for n in foundation.on_success],
     }
-    return FLEET_DOC_MD.format(f=foundation, path=path,
-                               settings="\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in rows.items()))
+    return FLEET_DOC_MD.format(
+        f=foundation, path=path, settings="\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in rows.items())
+    )
 
 
 def sensor_mode(foundation: Foundation | None) -> dict[str, Any]:
@@ -210,8 +276,9 @@ def sensor_mode(foundation: Foundation | None) -> dict[str, Any]:
     return {"deferrable": True} if mode == "deferrable" else {"deferrable": False, "mode": mode}
 
 
-def apply_changes(step: str, after_task_id: str, s: dict[str, Any], wait_mode: dict[str, Any]
-                  ) -> tuple[ApplyChangesOperator, ApplyChangesSensor]:
+def apply_changes(
+    step: str, after_task_id: str, s: dict[str, Any], wait_mode: dict[str, Any]
+) -> tuple[ApplyChangesOperator, ApplyChangesSensor]:
     """Apply Changes carrying the change made by ``after_task_id``, then wait for it to succeed."""
     start = ApplyChangesOperator(
         task_id="apply_changes",
@@ -259,7 +326,8 @@ def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = N
         dag_id=foundation.dag_id if foundation else "opsman_ca_rotation",
         description=(
             f"Rotate the root CA of foundation {foundation.name} ({foundation.conn_id}) when it is due"
-            if foundation else "Rotate the root CA of an Ops Manager foundation through its API"
+            if foundation
+            else "Rotate the root CA of an Ops Manager foundation through its API"
         ),
         doc_md=DOC_MD + (fleet_doc_md(foundation, fleet_path) if foundation else ""),
         schedule=foundation.schedule if foundation else None,
@@ -327,7 +395,9 @@ def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = N
             due >> check
 
         with TaskGroup("initial_apply_changes"):
-            initial_apply, initial_wait = apply_changes(INITIAL_APPLY, "preflight.check_ops_manager", s, wait_mode)
+            initial_apply, initial_wait = apply_changes(
+                INITIAL_APPLY, "preflight.check_ops_manager", s, wait_mode
+            )
             pending >> initial_apply
 
         with TaskGroup("create_new_ca"):
@@ -353,14 +423,23 @@ def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = N
 
         with TaskGroup("regenerate_certificates"):
             regenerate = RegenerateCertificatesOperator(
-                task_id="regenerate_leaf_certificates", opsman_conn_id=conn, plan=PLAN, new_ca_guid=generate.output
+                task_id="regenerate_leaf_certificates",
+                opsman_conn_id=conn,
+                plan=PLAN,
+                new_ca_guid=generate.output,
             )
-            apply_leaves, wait_leaves = apply_changes(APPLY_LEAVES, "regenerate_certificates.regenerate_leaf_certificates", s, wait_mode)
+            apply_leaves, wait_leaves = apply_changes(
+                APPLY_LEAVES, "regenerate_certificates.regenerate_leaf_certificates", s, wait_mode
+            )
             activate >> regenerate >> apply_leaves
 
         with TaskGroup("delete_old_ca"):
             delete = DeleteCertificateAuthorityOperator(
-                task_id="delete_ca", opsman_conn_id=conn, plan=PLAN, old_ca_guid=verify_new_ca.output, new_ca_guid=generate.output
+                task_id="delete_ca",
+                opsman_conn_id=conn,
+                plan=PLAN,
+                old_ca_guid=verify_new_ca.output,
+                new_ca_guid=generate.output,
             )
             apply_delete, wait_delete = apply_changes(APPLY_DELETE, "delete_old_ca.delete_ca", s, wait_mode)
             wait_leaves >> delete >> apply_delete
@@ -380,34 +459,56 @@ def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = N
         # schedule follow-up DAGs on root_ca_asset(foundation). Success notifications go here too.
         asset = root_ca_asset(foundation) if foundation else None
 
-        @task(outlets=[asset] if asset else [],
-              on_success_callback=[n.build() for n in foundation.on_success] if foundation else None)
-        def summary(old_ca_guid: str | None, new_ca_guid: str | None, params: dict[str, Any] | None = None,
-                    ti: Any = None, outlet_events: Any = None) -> dict[str, Any]:
+        @task(
+            outlets=[asset] if asset else [],
+            on_success_callback=[n.build() for n in foundation.on_success] if foundation else None,
+        )
+        def summary(
+            old_ca_guid: str | None,
+            new_ca_guid: str | None,
+            params: dict[str, Any] | None = None,
+            ti: Any = None,
+            outlet_events: Any = None,
+        ) -> dict[str, Any]:
             """What the rotation did: the two CAs, and each Apply Changes it waited for with its duration."""
             if asset is not None and (params or {}).get("dry_run"):
-                raise AirflowSkipException("dry run: nothing was rotated, so no Asset event and no success notification")
+                raise AirflowSkipException(
+                    "dry run: nothing was rotated, so no Asset event and no success notification"
+                )
             waits = [f"{group}.wait_for_apply_changes" for group in APPLY_GROUPS]
-            ids = dict(zip(APPLY_GROUPS, ti.xcom_pull(task_ids=waits)))
+            ids = dict(zip(APPLY_GROUPS, ti.xcom_pull(task_ids=waits), strict=True))
             from opsman.hooks import OpsManagerHook  # at run time: parsing does not need requests and aiohttp
 
-            hook = OpsManagerHook(opsman_conn_id=foundation.conn_id if foundation else (params or {})["opsman_conn_id"])
+            hook = OpsManagerHook(
+                opsman_conn_id=foundation.conn_id if foundation else (params or {})["opsman_conn_id"]
+            )
             installations = {i.id: i for i in hook.list_installations()}
             report = {
                 "old_ca_guid": old_ca_guid,
                 "new_ca_guid": new_ca_guid,
                 "installations": {
-                    group: installations[i].summary() if i in installations else None for group, i in ids.items()
+                    group: installations[i].summary() if i in installations else None
+                    for group, i in ids.items()
                 },
             }
             lines = [f"Root CA: {old_ca_guid or '(already deleted)'} -> {new_ca_guid} (active)"]
             for group, info in report["installations"].items():
-                done = f"installation {info['id']}: {info['status']}, {info['duration_seconds']} s" if info else "not needed"
+                done = (
+                    f"installation {info['id']}: {info['status']}, {info['duration_seconds']} s"
+                    if info
+                    else "not needed"
+                )
                 lines.append(f"  {group:<24} {done}")
             if asset is not None:
-                new_ca = next((ca for ca in hook.list_certificate_authorities() if ca.guid == new_ca_guid), None)
-                event = {"foundation": foundation.name, "old_ca_guid": old_ca_guid, "new_ca_guid": new_ca_guid,
-                         "new_ca_expires_at": isoformat(new_ca.expires_at) if new_ca else None}
+                new_ca = next(
+                    (ca for ca in hook.list_certificate_authorities() if ca.guid == new_ca_guid), None
+                )
+                event = {
+                    "foundation": foundation.name,
+                    "old_ca_guid": old_ca_guid,
+                    "new_ca_guid": new_ca_guid,
+                    "new_ca_expires_at": isoformat(new_ca.expires_at) if new_ca else None,
+                }
                 outlet_events[asset].extra = event
                 report["asset_event"] = event
                 lines.append(f"Asset event {asset.name}: {event}")
@@ -425,12 +526,15 @@ def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = N
         # errand name, and nothing for the DAG processor to serialize as a template (one config read
         # and one conversion per templated field and task: bench/parse_cost.py).
         for op in dag.tasks:
-            op.template_fields = tuple(name for name in op.template_fields if is_template(getattr(op, name, None)))
+            op.template_fields = tuple(
+                name for name in op.template_fields if is_template(getattr(op, name, None))
+            )
     return dag
 
 
 # ------------------------------------------------------------------------------------------------
 # The expiry report: every foundation, what expires when, grouped by rotation procedure.
+
 
 def build_expiry_report_dag(fleet: Fleet) -> DAG:
     """``opsman_certificate_expiry_report``: per foundation (in its pool) the CAs and the certificates
@@ -476,10 +580,24 @@ def build_expiry_report_dag(fleet: Fleet) -> DAG:
             reports = [r for r in ti.xcom_pull(task_ids=[r.task_id for r in reads]) if r]
             missing = sorted({f.name for f in fleet.foundations} - {r["foundation"] for r in reports})
             reports.sort(key=lambda r: r["active_ca_expires_at"] or "")
-            rows = [(r["foundation"], r["conn_id"], r["active_ca_expires_at"], r["days_left"], r["expires_within"],
-                     sum(len(c) for c in r["expiring_by_procedure"].values()), "DUE" if r["due"] else "no")
-                    for r in reports]
-            print(format_table(("FOUNDATION", "CONNECTION", "ROOT CA EXPIRES", "DAYS", "WINDOW", "EXPIRING", "ROTATE"), rows))
+            rows = [
+                (
+                    r["foundation"],
+                    r["conn_id"],
+                    r["active_ca_expires_at"],
+                    r["days_left"],
+                    r["expires_within"],
+                    sum(len(c) for c in r["expiring_by_procedure"].values()),
+                    "DUE" if r["due"] else "no",
+                )
+                for r in reports
+            ]
+            print(
+                format_table(
+                    ("FOUNDATION", "CONNECTION", "ROOT CA EXPIRES", "DAYS", "WINDOW", "EXPIRING", "ROTATE"),
+                    rows,
+                )
+            )
             for name in missing:
                 print(f"{name}: no report (its task failed; see its log)")
             return {"foundations": reports, "missing": missing}

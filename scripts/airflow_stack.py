@@ -102,7 +102,9 @@ def base_env(home: Path, port: int, values: dict[str, str]) -> dict[str, str]:
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_manager_passwords.json"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+                home / "simple_auth_manager_passwords.json"
+            ),
             "AIRFLOW__CORE__PARALLELISM": "4",
             # Short tasks free their slot after about 1 s instead of 5 s (airflow-distributed.md pitfall 9).
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
@@ -115,8 +117,14 @@ def base_env(home: Path, port: int, values: dict[str, str]) -> dict[str, str]:
 
 def prepare_database(home: Path, env: dict[str, str]) -> None:
     """``airflow db migrate``, then one pool slot per foundation of the fleet file (none without one)."""
-    migrate = subprocess.run([venv_bin("airflow"), "db", "migrate"], env=env, cwd=str(home),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    migrate = subprocess.run(
+        [venv_bin("airflow"), "db", "migrate"],
+        env=env,
+        cwd=str(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     (home / "logs").mkdir(parents=True, exist_ok=True)
     (home / "logs" / "db-migrate.log").write_text(migrate.stdout)
     if migrate.returncode != 0:
@@ -130,8 +138,13 @@ def start(home: Path, name: str, args: list[str], env: dict[str, str]) -> int:
     (home / "pids").mkdir(parents=True, exist_ok=True)
     with open(home / "logs" / f"{name}.log", "ab") as log:
         proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            cwd=str(home), start_new_session=True,
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(home),
+            start_new_session=True,
         )
     (home / "pids" / f"{name}.pid").write_text(f"{proc.pid}\n")
     return proc.pid
@@ -144,7 +157,12 @@ def start_components(home: Path, port: int, env: dict[str, str]) -> None:
     api-server reads task logs from the shared logs folder.
     """
     airflow = venv_bin("airflow")
-    start(home, "api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env)
+    start(
+        home,
+        "api-server",
+        [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env,
+    )
     start(home, "scheduler", [airflow, "scheduler", "--skip-serve-logs"], env)
     start(home, "dag-processor", [airflow, "dag-processor"], env)
     start(home, "triggerer", [airflow, "triggerer", "--skip-serve-logs"], env)
@@ -207,7 +225,9 @@ class Api:
         self.username, self.password = username, password
         self._token: str | None = None
 
-    def request(self, method: str, path: str, body: Any = None, auth: bool = True, timeout: float = 30) -> Any:
+    def request(
+        self, method: str, path: str, body: Any = None, auth: bool = True, timeout: float = 30
+    ) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Accept", "application/json")
@@ -221,7 +241,9 @@ class Api:
 
     def token(self) -> str:
         if self._token is None:
-            body = self.request("POST", "/auth/token", {"username": self.username, "password": self.password}, auth=False)
+            body = self.request(
+                "POST", "/auth/token", {"username": self.username, "password": self.password}, auth=False
+            )
             self._token = body["access_token"]
         return self._token
 
@@ -232,7 +254,9 @@ class Api:
             return None
 
 
-def wait_ready(api: Api, home: Path, components: list[str], timeout: float = 180.0, dag_id: str = DAG_ID) -> float:
+def wait_ready(
+    api: Api, home: Path, components: list[str], timeout: float = 180.0, dag_id: str = DAG_ID
+) -> float:
     """Until health shows every component healthy and the DAG is parsed; returns the seconds waited."""
     started = time.monotonic()
     last: Any = None
@@ -259,11 +283,15 @@ def wait_ready(api: Api, home: Path, components: list[str], timeout: float = 180
     raise RuntimeError(f"Airflow not ready after {timeout:.0f} s (last: {last}); see {home / 'logs'}")
 
 
-def start_simulator(home: Path, password: str, apply_seconds: float, port: int = 0, timeout: float = 30.0) -> dict[str, Any]:
+def start_simulator(
+    home: Path, password: str, apply_seconds: float, port: int = 0, timeout: float = 30.0
+) -> dict[str, Any]:
     """The bundled Ops Manager simulator as a recorded component; returns url, ca path and pid."""
     state_dir = home / "simulator"
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "include")] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "include")] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
     env["PYTHONUNBUFFERED"] = "1"
     ready = home / "logs" / "simulator.log"
     (home / "logs").mkdir(parents=True, exist_ok=True)
@@ -271,9 +299,20 @@ def start_simulator(home: Path, password: str, apply_seconds: float, port: int =
     pid = start(
         home,
         "simulator",
-        [sys.executable, "-m", "opsman_simulator", "--host", "127.0.0.1", "--port", str(port), "--state-dir",
-         str(state_dir), "--apply-seconds", str(apply_seconds),
-         f"--password={password}"],  # "=": a generated password may start with "-"
+        [
+            sys.executable,
+            "-m",
+            "opsman_simulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state_dir),
+            "--apply-seconds",
+            str(apply_seconds),
+            f"--password={password}",
+        ],  # "=": a generated password may start with "-"
         env,
     )
     deadline = time.monotonic() + timeout
@@ -290,6 +329,11 @@ def start_simulator(home: Path, password: str, apply_seconds: float, port: int =
 
 def simulator_connection(sim: dict[str, Any], password: str) -> str:
     return json.dumps(
-        {"conn_type": "opsman", "host": sim["url"], "login": "admin", "password": password,
-         "extra": {"ca_cert": sim["ca_path"]}}
+        {
+            "conn_type": "opsman",
+            "host": sim["url"],
+            "login": "admin",
+            "password": password,
+            "extra": {"ca_cert": sim["ca_path"]},
+        }
     )

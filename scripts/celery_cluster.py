@@ -49,18 +49,51 @@ def start_postgres(home: Path, password: str) -> dict:
         pg = pwd.getpwnam("postgres")
         for path in (pgdata, pwfile):
             os.chown(path, pg.pw_uid, pg.pw_gid)
-    log = pgdata / "postgres.log"  # copied into <home>/logs when stopped (postgres cannot write into a 0700 home)
+    log = (
+        pgdata / "postgres.log"
+    )  # copied into <home>/logs when stopped (postgres cannot write into a 0700 home)
     try:
-        subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(pgdata / "data"), "-U", "airflow",
-                                     "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8"]),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(pgdata / "data"),
+                    "-U",
+                    "airflow",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         pwfile.unlink()
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(pgdata / "data"), "-l", str(log), "-w", "start",
-                                     "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {pgdata}"]),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(PG_BIN / "pg_ctl"),
+                    "-D",
+                    str(pgdata / "data"),
+                    "-l",
+                    str(log),
+                    "-w",
+                    "start",
+                    "-o",
+                    f"-c listen_addresses=127.0.0.1 -p {port} -k {pgdata}",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         env = dict(os.environ, PGPASSWORD=password)
-        subprocess.run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "airflow"],
-                       check=True, env=env)
+        subprocess.run(
+            [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "airflow"],
+            check=True,
+            env=env,
+        )
     except Exception:
         stop_postgres({"pgdata": str(pgdata)})
         raise
@@ -71,8 +104,11 @@ def start_postgres(home: Path, password: str) -> dict:
 def stop_postgres(info: dict) -> None:
     data = Path(info["pgdata"]) / "data"
     if (data / "postmaster.pid").exists():
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     log = Path(info["pgdata"]) / "postgres.log"
     if log.exists() and info.get("home_logs"):
         shutil.copy(log, Path(info["home_logs"]) / "postgres.log")
@@ -82,7 +118,9 @@ def stop_postgres(info: dict) -> None:
 def wait_workers(home: Path, names: list[str], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pending = [n for n in names if " ready." not in (home / "logs" / f"{n}.log").read_text(errors="replace")]
+        pending = [
+            n for n in names if " ready." not in (home / "logs" / f"{n}.log").read_text(errors="replace")
+        ]
         if not pending:
             return
         dead = [n for n in pending if not stack.alive(stack.recorded(home)[n])]
@@ -106,27 +144,54 @@ def up(home: Path, port: int, workers: int, foundations: int, apply_seconds: flo
     (home / "logs").mkdir()
     started = time.monotonic()
     values = stack.load_or_create_secrets(home)
-    values.update({"pg_password": stack.secrets.token_urlsafe(16), "redis_password": stack.secrets.token_urlsafe(16)})
+    values.update(
+        {"pg_password": stack.secrets.token_urlsafe(16), "redis_password": stack.secrets.token_urlsafe(16)}
+    )
     stack.write_passwords_file(home, values["admin_password"])
-    info: dict = {"home": str(home), "url": f"http://127.0.0.1:{port}", "username": "admin",
-                  "password": values["admin_password"], "workers": [], "foundations": {}}
+    info: dict = {
+        "home": str(home),
+        "url": f"http://127.0.0.1:{port}",
+        "username": "admin",
+        "password": values["admin_password"],
+        "workers": [],
+        "foundations": {},
+    }
     state = home / "celery-cluster.json"
     try:
         info["postgres"] = start_postgres(home, values["pg_password"])
         state.write_text(json.dumps(info, indent=2))
         redis_port = stack.free_port()
-        stack.start(home, "redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
-                                    "--appendonly", "no", "--requirepass", values["redis_password"], "--dir", str(home)],
-                    dict(os.environ))
+        stack.start(
+            home,
+            "redis",
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(redis_port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                values["redis_password"],
+                "--dir",
+                str(home),
+            ],
+            dict(os.environ),
+        )
         db = f"airflow:{values['pg_password']}@127.0.0.1:{info['postgres']['port']}/airflow"
         env = stack.base_env(home, port, values)
-        env.update({
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{db}",
-            "AIRFLOW__CELERY__BROKER_URL": f"redis://:{values['redis_password']}@127.0.0.1:{redis_port}/0",
-            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{db}",
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
-        })
+        env.update(
+            {
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{db}",
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://:{values['redis_password']}@127.0.0.1:{redis_port}/0",
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{db}",
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            }
+        )
         for n in range(1, foundations + 1):
             password = stack.secrets.token_urlsafe(16)
             sim_home = home / f"foundation-{n}"
@@ -142,8 +207,21 @@ def up(home: Path, port: int, workers: int, foundations: int, apply_seconds: flo
         stack.start_components(home, port, env)
         for n in range(1, workers + 1):
             name = f"worker{n}"
-            stack.start(home, name, [stack.venv_bin("airflow"), "celery", "worker", "--concurrency", "2", "--skip-serve-logs",
-                                     "--celery-hostname", f"{name}@%h"], env)
+            stack.start(
+                home,
+                name,
+                [
+                    stack.venv_bin("airflow"),
+                    "celery",
+                    "worker",
+                    "--concurrency",
+                    "2",
+                    "--skip-serve-logs",
+                    "--celery-hostname",
+                    f"{name}@%h",
+                ],
+                env,
+            )
             info["workers"].append(name)
         api = stack.Api(info["url"], "admin", values["admin_password"])
         stack.wait_ready(api, home, CORE + info["workers"])
@@ -156,8 +234,12 @@ def up(home: Path, port: int, workers: int, foundations: int, apply_seconds: flo
     info["pids"] = stack.recorded(home)
     info["ready_seconds"] = round(time.monotonic() - started, 1)
     state.write_text(json.dumps(info, indent=2))
-    print(f"Airflow on Celery {info['url']}  (ready in {info['ready_seconds']} s; login admin / {values['admin_password']})")
-    print(f"  workers   {', '.join(info['workers'])} (concurrency 2); PostgreSQL :{info['postgres']['port']}, Redis :{redis_port}")
+    print(
+        f"Airflow on Celery {info['url']}  (ready in {info['ready_seconds']} s; login admin / {values['admin_password']})"
+    )
+    print(
+        f"  workers   {', '.join(info['workers'])} (concurrency 2); PostgreSQL :{info['postgres']['port']}, Redis :{redis_port}"
+    )
     for conn_id, f in info["foundations"].items():
         print(f"  {conn_id} -> Ops Manager simulator {f['url']}")
     print(f"  stop with: {Path(sys.executable).name} scripts/celery_cluster.py down --home {home}")
@@ -165,8 +247,14 @@ def up(home: Path, port: int, workers: int, foundations: int, apply_seconds: flo
 
 
 def down(home: Path) -> int:
-    order = ["scheduler", *[n for n in stack.recorded(home) if n.startswith("worker")], "triggerer", "dag-processor",
-             "api-server", "redis"]
+    order = [
+        "scheduler",
+        *[n for n in stack.recorded(home) if n.startswith("worker")],
+        "triggerer",
+        "dag-processor",
+        "api-server",
+        "redis",
+    ]
     stopped = stack.stop(home, order)
     state = home / "celery-cluster.json"
     if state.exists():
@@ -179,7 +267,9 @@ def down(home: Path) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Airflow on PostgreSQL + Redis + CeleryExecutor, on 127.0.0.1")
+    parser = argparse.ArgumentParser(
+        description="Airflow on PostgreSQL + Redis + CeleryExecutor, on 127.0.0.1"
+    )
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME)
     parser.add_argument("--port", type=int, default=28090, help="api-server port (default 28090)")

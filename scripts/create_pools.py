@@ -39,9 +39,15 @@ def create_pools(fleet: Fleet) -> list[str]:
                 session=session,
             )
             names.append(foundation.pool)
-        stale = [p.pool for p in Pool.get_pools(session=session) if p.pool.startswith(POOL_PREFIX) and p.pool not in names]
+        stale = [
+            p.pool
+            for p in Pool.get_pools(session=session)
+            if p.pool.startswith(POOL_PREFIX) and p.pool not in names
+        ]
     for name in stale:
-        print(f"pool {name} belongs to no foundation of {fleet.path}; left in place (delete it with `airflow pools delete {name}`)")
+        print(
+            f"pool {name} belongs to no foundation of {fleet.path}; left in place (delete it with `airflow pools delete {name}`)"
+        )
     return names
 
 

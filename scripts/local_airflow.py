@@ -35,8 +35,11 @@ def up(home: Path, port: int, apply_seconds: float, fresh: bool, timeout: float)
     if stack.recorded(home):
         running = {n: p for n, p in stack.recorded(home).items() if stack.alive(p)}
         if running:
-            print(f"Already running from {home} ({', '.join(f'{n}={p}' for n, p in running.items())}); "
-                  f"stop it first with ./dev airflow-down", file=sys.stderr)
+            print(
+                f"Already running from {home} ({', '.join(f'{n}={p}' for n, p in running.items())}); "
+                f"stop it first with ./dev airflow-down",
+                file=sys.stderr,
+            )
             return 1
         stack.stop(home)  # stale PID files of a crashed run
     if fresh and home.exists():
@@ -79,7 +82,9 @@ def up(home: Path, port: int, apply_seconds: float, fresh: bool, timeout: float)
     (home / "local-airflow.json").write_text(json.dumps(info, indent=2))
     print(f"Airflow {info['url']}  (UI and REST API /api/v2; ready in {info['ready_seconds']} s)")
     print(f"  login     admin / {values['admin_password']}")
-    print(f"  DAG       {stack.DAG_ID} (unpaused); trigger it from the UI with conf {{\"poll_interval_seconds\": 1}}")
+    print(
+        f'  DAG       {stack.DAG_ID} (unpaused); trigger it from the UI with conf {{"poll_interval_seconds": 1}}'
+    )
     print(f"  opsman_default -> Ops Manager simulator {sim['url']} (CA {sim['ca_path']})")
     print(f"  processes {', '.join(f'{n}={p}' for n, p in info['pids'].items())}; logs in {home / 'logs'}")
     print("  stop with ./dev airflow-down")
@@ -96,12 +101,22 @@ def down(home: Path) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Local Airflow (SQLite + LocalExecutor) with the Ops Manager simulator")
+    parser = argparse.ArgumentParser(
+        description="Local Airflow (SQLite + LocalExecutor) with the Ops Manager simulator"
+    )
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="AIRFLOW_HOME and state (default .run/local-airflow)")
-    parser.add_argument("--port", type=int, default=28080, help="api-server port on 127.0.0.1 (default 28080)")
-    parser.add_argument("--apply-seconds", type=float, default=3.0, help="length of each simulated Apply Changes")
-    parser.add_argument("--fresh", action="store_true", help="start from an empty home (new DB, new simulator)")
+    parser.add_argument(
+        "--home", type=Path, default=DEFAULT_HOME, help="AIRFLOW_HOME and state (default .run/local-airflow)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=28080, help="api-server port on 127.0.0.1 (default 28080)"
+    )
+    parser.add_argument(
+        "--apply-seconds", type=float, default=3.0, help="length of each simulated Apply Changes"
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="start from an empty home (new DB, new simulator)"
+    )
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     args = parser.parse_args()
     home = args.home.resolve()

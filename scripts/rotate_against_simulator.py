@@ -30,12 +30,16 @@ from opsman_simulator.process import SimulatorProcess  # noqa: E402
 
 def airflow(*args: str, log: Path) -> int:
     with log.open("a") as out:
-        return subprocess.call([str(Path(sys.executable).with_name("airflow")), *args], stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.call(
+            [str(Path(sys.executable).with_name("airflow")), *args], stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--apply-seconds", type=float, default=3.0, help="duration of each simulated Apply Changes")
+    parser.add_argument(
+        "--apply-seconds", type=float, default=3.0, help="duration of each simulated Apply Changes"
+    )
     args = parser.parse_args()
 
     shutil.rmtree(RUN / "simulator", ignore_errors=True)
@@ -46,7 +50,13 @@ def main() -> int:
     started = time.monotonic()
     with SimulatorProcess(RUN / "simulator", apply_seconds=args.apply_seconds, password=password) as sim:
         os.environ["AIRFLOW_CONN_OPSMAN_DEFAULT"] = json.dumps(
-            {"conn_type": "opsman", "host": sim.url, "login": "admin", "password": password, "extra": {"ca_cert": sim.ca_path}}
+            {
+                "conn_type": "opsman",
+                "host": sim.url,
+                "login": "admin",
+                "password": password,
+                "extra": {"ca_cert": sim.ca_path},
+            }
         )
         from opsman.hooks import OpsManagerHook
 
@@ -55,11 +65,16 @@ def main() -> int:
         first_new_install = hook.list_installations()[0].id + 1
         print(f"Ops Manager simulator: {sim.url} (pid {sim.pid}, TLS verified with {sim.ca_path})")
         print(f"Before: {len(before)} CA, active {', '.join(ca.guid for ca in before if ca.active)}")
-        print(f"Running `airflow dags test opsman_ca_rotation` (full log: {log.relative_to(REPO)}) ...", flush=True)
+        print(
+            f"Running `airflow dags test opsman_ca_rotation` (full log: {log.relative_to(REPO)}) ...",
+            flush=True,
+        )
         if airflow("db", "migrate", log=log) != 0:
             print(f"airflow db migrate failed; see {log}", file=sys.stderr)
             return 1
-        code = airflow("dags", "test", "opsman_ca_rotation", "--conf", json.dumps({"poll_interval_seconds": 1}), log=log)
+        code = airflow(
+            "dags", "test", "opsman_ca_rotation", "--conf", json.dumps({"poll_interval_seconds": 1}), log=log
+        )
 
         after = hook.list_certificate_authorities()
         installs = [i for i in hook.list_installations() if i.id >= first_new_install]
@@ -74,8 +89,11 @@ def main() -> int:
         print(f"  new CA : {ca.guid} (active={ca.active}, expires {ca.expires_on})")
     print("  Apply Changes:")
     for i in sorted(installs, key=lambda i: i.id):
-        print(f"    installation {i.id}: {i.status.value}, {i.duration_seconds:.1f} s" if i.duration_seconds is not None
-              else f"    installation {i.id}: {i.status.value}")
+        print(
+            f"    installation {i.id}: {i.status.value}, {i.duration_seconds:.1f} s"
+            if i.duration_seconds is not None
+            else f"    installation {i.id}: {i.status.value}"
+        )
     print(f"  wall time: {elapsed:.1f} s; airflow dags test exit code {code}")
     rotated = code == 0 and len(after) == 1 and after[0].active and len(new) == 1 and len(old) == 1
     if not rotated:

@@ -21,8 +21,10 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.db"
 
 import pytest  # noqa: E402
-from opsman_simulator.process import SimulatorProcess  # noqa: E402
 from support import SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PASSWORD, SIM_USER, connection_json  # noqa: E402
+
+from opsman_simulator.process import SimulatorProcess  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def simulator(tmp_path_factory) -> Iterator[SimulatorProcess]:

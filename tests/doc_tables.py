@@ -24,7 +24,13 @@ COMMAND = "./dev docs"
 
 TABLES = {
     "fault-matrix": ["fault", "how it was injected", "what the user sees in the task log", "result"],
-    "profile-matrix": ["Ops Manager profile", "role", "result", "credential reads", "installation log in the task logs"],
+    "profile-matrix": [
+        "Ops Manager profile",
+        "role",
+        "result",
+        "credential reads",
+        "installation log in the task logs",
+    ],
 }
 
 _MASKS = [

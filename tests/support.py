@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from itertools import pairwise
 
 SIM_USER = "admin"
 SIM_PASSWORD = "pw-Simul4tor-" + os.urandom(6).hex()
@@ -53,13 +54,19 @@ def wait_for_installation(sim, hook, installation_id: int):
     return the status the hook then reads."""
     sim.finish_installation()
     status = hook.get_installation_status(installation_id)
-    assert status.is_terminal, f"installation {installation_id} still {status} after the simulator finished it"
+    assert status.is_terminal, (
+        f"installation {installation_id} still {status} after the simulator finished it"
+    )
     return status
 
 
 def api_writes(sim) -> list[dict]:
     """Journal entries that could change Ops Manager (token requests excluded)."""
-    return [e for e in sim.journal() if e["method"] in ("POST", "PUT", "PATCH", "DELETE") and e["path"].startswith("/api/")]
+    return [
+        e
+        for e in sim.journal()
+        if e["method"] in ("POST", "PUT", "PATCH", "DELETE") and e["path"].startswith("/api/")
+    ]
 
 
 def check_rotation_invariants(sim, old_guid: str, installs_started: int | None = None) -> None:
@@ -75,27 +82,53 @@ def check_rotation_invariants(sim, old_guid: str, installs_started: int | None =
     assert old_guid in state["deleted_certificate_authorities"]
     assert all(leaf["issuer_ca_guid"] != old_guid for leaf in state["leaves"])
     # Exactly one CA generated in total, and the active CA never deleted.
-    assert len([e for e in journal if e["path"] == "/api/v0/certificate_authorities/generate" and e["status"] == 200]) == 1
-    deletes = [e for e in journal if e["method"] == "DELETE" and e["path"].startswith("/api/v0/certificate_authorities/")]
+    assert (
+        len(
+            [
+                e
+                for e in journal
+                if e["path"] == "/api/v0/certificate_authorities/generate" and e["status"] == 200
+            ]
+        )
+        == 1
+    )
+    deletes = [
+        e
+        for e in journal
+        if e["method"] == "DELETE" and e["path"].startswith("/api/v0/certificate_authorities/")
+    ]
     deleted = [e for e in deletes if e["status"] == 200]
     assert deleted and all(e["status"] != 422 for e in deletes), "the active CA was never asked to be deleted"
     # The old CA was deleted only after an Apply Changes that started after the last regenerate succeeded.
-    last_regenerate = max(e["seq"] for e in journal if e["path"] == "/api/v0/certificate_authorities/active/regenerate")
+    last_regenerate = max(
+        e["seq"] for e in journal if e["path"] == "/api/v0/certificate_authorities/active/regenerate"
+    )
     regenerate_time = next(e["finished_at"] for e in journal if e["seq"] == last_regenerate)
     delete_time = deleted[0]["started_at"]
     deployed_leaves = [
-        i for i in state["installations"]
-        if i["status"] == "succeeded" and _epoch(i["started_at"]) > regenerate_time and _epoch(i["finished_at"]) < delete_time
+        i
+        for i in state["installations"]
+        if i["status"] == "succeeded"
+        and _epoch(i["started_at"]) > regenerate_time
+        and _epoch(i["finished_at"]) < delete_time
     ]
     assert deployed_leaves, "the old CA was deleted before the regenerated certificates were deployed"
     # Never two installations at once, and the last one succeeded after the delete.
     last = max(state["installations"], key=lambda i: i["id"])
     assert last["status"] == "succeeded" and _epoch(last["started_at"]) > delete_time
-    runs = sorted((_epoch(i["started_at"]), _epoch(i["finished_at"] or i["started_at"])) for i in state["installations"])
-    assert all(earlier[1] <= later[0] for earlier, later in zip(runs, runs[1:])), "two installations overlapped"
+    runs = sorted(
+        (_epoch(i["started_at"]), _epoch(i["finished_at"] or i["started_at"])) for i in state["installations"]
+    )
+    assert all(earlier[1] <= later[0] for earlier, later in pairwise(runs)), "two installations overlapped"
     if installs_started is not None:
-        accepted = [e for e in journal if (e["method"], e["path"]) == ("POST", "/api/v0/installations") and e["status"] == 200]
-        assert len(accepted) == installs_started, f"{len(accepted)} Apply Changes started, expected {installs_started}"
+        accepted = [
+            e
+            for e in journal
+            if (e["method"], e["path"]) == ("POST", "/api/v0/installations") and e["status"] == 200
+        ]
+        assert len(accepted) == installs_started, (
+            f"{len(accepted)} Apply Changes started, expected {installs_started}"
+        )
     assert state["max_concurrent_requests"] <= 1, "two API calls were in flight at once"
 
 

@@ -37,7 +37,9 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "Login/Password. Leave empty to use the user.",
         "string",
     ),
-    "client_secret": _field("UAA client secret", "Secret of the UAA client above.", "string", format="password"),
+    "client_secret": _field(
+        "UAA client secret", "Secret of the UAA client above.", "string", format="password"
+    ),
     "uaa_url": _field(
         "UAA URL",
         "Only if UAA is not at <Ops Manager URL>/uaa, e.g. https://uaa.example.com.",
@@ -57,16 +59,33 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "boolean",
         default=False,
     ),
-    "connect_timeout": _field("Connect timeout (s)", "Seconds to wait for a TCP/TLS connection.", "number",
-                              default=10, minimum=0.1),
-    "request_timeout": _field("Request timeout (s)", "Seconds to wait for an answer.", "number",
-                              default=120, minimum=0.1),
-    "read_retries": _field("Read attempts", "Attempts for reads that fail transiently (502/503/504, "
-                           "connection errors). Writes are never re-sent blindly.", "integer", default=5, minimum=1),
-    "retry_backoff_seconds": _field("Retry backoff (s)", "Backoff before the second attempt; doubles, "
-                                    "at most 60 s.", "number", default=2, minimum=0),
-    "allow_http": _field("Allow plain http", "Accept an http:// URL (sends credentials unencrypted). "
-                         "Never for a real foundation.", "boolean", default=False),
+    "connect_timeout": _field(
+        "Connect timeout (s)", "Seconds to wait for a TCP/TLS connection.", "number", default=10, minimum=0.1
+    ),
+    "request_timeout": _field(
+        "Request timeout (s)", "Seconds to wait for an answer.", "number", default=120, minimum=0.1
+    ),
+    "read_retries": _field(
+        "Read attempts",
+        "Attempts for reads that fail transiently (502/503/504, "
+        "connection errors). Writes are never re-sent blindly.",
+        "integer",
+        default=5,
+        minimum=1,
+    ),
+    "retry_backoff_seconds": _field(
+        "Retry backoff (s)",
+        "Backoff before the second attempt; doubles, at most 60 s.",
+        "number",
+        default=2,
+        minimum=0,
+    ),
+    "allow_http": _field(
+        "Allow plain http",
+        "Accept an http:// URL (sends credentials unencrypted). Never for a real foundation.",
+        "boolean",
+        default=False,
+    ),
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .profiles import check_permission, profile_for, replay_event, root_ca_items, sse, step_info
@@ -25,7 +25,9 @@ _SECRET_WORDS = ("pass", "secret", "token", "key", "credential", "authorization"
 
 def version_for(config: Config) -> str:
     # ASSUMPTION: legacy answers look like Ops Manager 2.9, "2.10" answers like 2.10 (README: Profiles).
-    return config.info_version or profile_for(config.profile, config.answer_style, config.safety_checks).version
+    return (
+        config.info_version or profile_for(config.profile, config.answer_style, config.safety_checks).version
+    )
 
 
 def redact_query(raw: str) -> str:
@@ -92,13 +94,19 @@ class Simulator:
     def parse_stream_cut(value: Any) -> list[int] | None:
         if value is None:
             return None
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+        ):
             raise ValueError("stream_cut must be a list of line counts (integers >= 0)")
         return list(value)
 
     def faults_view(self) -> dict[str, Any]:
-        return dict(self.store.faults, stream_cut=list(self.stream_cuts), unterminated_last_line=self.unterminated_last_line,
-                    install_conflict=self.install_conflict)
+        return dict(
+            self.store.faults,
+            stream_cut=list(self.stream_cuts),
+            unterminated_last_line=self.unterminated_last_line,
+            install_conflict=self.install_conflict,
+        )
 
     def take_stream_cut(self) -> int | None:
         return self.stream_cuts.pop(0) if self.stream_cuts else None
@@ -192,6 +200,7 @@ class SimulatorMiddleware:
                 await self.app(scope, receive, recording_send)
                 return
             if drop:  # drop "after": process the request, then lose the answer
+
                 async def swallowing_send(message):
                     if message["type"] == "http.response.start":
                         entry["status"] = message["status"]
@@ -251,7 +260,7 @@ async def _json_body(request: Request, required: bool = False) -> Any:
         return json.loads(raw)
     except ValueError:
         # ASSUMPTION: malformed JSON answers 400 {"errors": [...]}.
-        raise ApiError(400, {"errors": ["The request body is not valid JSON"]})
+        raise ApiError(400, {"errors": ["The request body is not valid JSON"]}) from None
 
 
 def create_app(sim: Simulator):
@@ -388,7 +397,9 @@ def create_app(sim: Simulator):
                     return
                 await asyncio.sleep(0.1)
 
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
 
     @app.get("/api/v0/installations/{install_id}")
     async def get_installation(install_id: str, request: Request):
@@ -433,7 +444,10 @@ def create_app(sim: Simulator):
         if profile.root_cas_in_deployed_certificates:
             limit = q.get("expires_within")
             until = store.now() + parse_expires_within(limit) if limit is not None else None
-            body["certificates"] = root_ca_items(store.existing_cas(), until, config.answer_style == "2.10") + body["certificates"]
+            body["certificates"] = (
+                root_ca_items(store.existing_cas(), until, config.answer_style == "2.10")
+                + body["certificates"]
+            )
         return body
 
     @app.get("/api/v0/deployed/products/{guid}/credentials")
@@ -462,8 +476,12 @@ def create_app(sim: Simulator):
     async def get_state():
         store.tick()
         body = store.simulator_state()
-        body["config"].update(profile=config.profile, version=version_for(config), role=config.role,
-                              extra_users=[{"name": name, "role": role} for name, _, role in config.extra_users])
+        body["config"].update(
+            profile=config.profile,
+            version=version_for(config),
+            role=config.role,
+            extra_users=[{"name": name, "role": role} for name, _, role in config.extra_users],
+        )
         return body
 
     @app.get(SIM_PREFIX + "/faults")
@@ -481,7 +499,9 @@ def create_app(sim: Simulator):
             cuts = sim.parse_stream_cut(body.pop("stream_cut", None)) if isinstance(body, dict) else None
             conflict = body.pop("install_conflict", None) if isinstance(body, dict) else None
             if conflict is not None and not (
-                isinstance(conflict, dict) and isinstance(conflict.get("status"), int) and 400 <= conflict["status"] <= 599
+                isinstance(conflict, dict)
+                and isinstance(conflict.get("status"), int)
+                and 400 <= conflict["status"] <= 599
             ):
                 raise ValueError('install_conflict must be {"status": 4xx/5xx, "body": any JSON}')
             unterminated = body.pop("unterminated_last_line", None) if isinstance(body, dict) else None
@@ -500,7 +520,10 @@ def create_app(sim: Simulator):
 
     @app.get(SIM_PREFIX + "/clock")
     async def get_clock():
-        return {"now": rfc3339_full(store.now()), "offset_seconds": store.data.get("clock_offset_seconds", 0.0)}
+        return {
+            "now": rfc3339_full(store.now()),
+            "offset_seconds": store.data.get("clock_offset_seconds", 0.0),
+        }
 
     @app.post(SIM_PREFIX + "/clock")
     async def post_clock(request: Request):

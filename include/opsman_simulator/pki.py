@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-UTC = _dt.timezone.utc
+UTC = _dt.UTC
 
 # Real Ops Manager generates every root CA with the same subject "C=US, O=Pivotal"
 # (see the certificate in the 1.10 rotation doc), so only the key identifiers tell them apart.
@@ -64,7 +64,9 @@ def key_to_pem(key: Any) -> str:
 
 def load_key(pem: str, trusted: bool = True) -> Any:
     """Load an unencrypted PEM key.  ``trusted`` (our own stored keys) skips the slow RSA checks."""
-    return serialization.load_pem_private_key(pem.encode(), password=None, unsafe_skip_rsa_key_validation=trusted)
+    return serialization.load_pem_private_key(
+        pem.encode(), password=None, unsafe_skip_rsa_key_validation=trusted
+    )
 
 
 def load_cert(pem: str) -> x509.Certificate:

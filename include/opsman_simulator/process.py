@@ -1,7 +1,7 @@
 """Start/stop the simulator as a child process (for tests and scripts).  Pure stdlib + requests.
 
-    with SimulatorProcess(tmp_path / "sim", apply_seconds=1.0, password="pw") as sim:
-        requests.get(sim.url + "/api/v0/info", verify=sim.ca_path)
+with SimulatorProcess(tmp_path / "sim", apply_seconds=1.0, password="pw") as sim:
+    requests.get(sim.url + "/api/v0/info", verify=sim.ca_path)
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +77,7 @@ class SimulatorProcess:
             cmd += [f"--client-id={self.client_id}", f"--client-secret={self.client_secret or ''}"]
         return cmd + list(self.extra_args)
 
-    def start(self) -> "SimulatorProcess":
+    def start(self) -> SimulatorProcess:
         if self._proc is not None and self._proc.poll() is None:
             raise SimulatorError("simulator already running")
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +108,11 @@ class SimulatorProcess:
             got.set()
 
         threading.Thread(target=reader, name="opsman-sim-stdout", daemon=True).start()
-        if not got.wait(self.start_timeout) or not line_box or not line_box[-1].startswith("opsman-simulator ready"):
+        if (
+            not got.wait(self.start_timeout)
+            or not line_box
+            or not line_box[-1].startswith("opsman-simulator ready")
+        ):
             self._kill()
             raise SimulatorError(
                 f"simulator did not become ready within {self.start_timeout}s; see {self.state_dir / 'simulator.log'}"
@@ -150,7 +153,7 @@ class SimulatorProcess:
             self._kill()
             self._proc = None
 
-    def restart(self) -> "SimulatorProcess":
+    def restart(self) -> SimulatorProcess:
         """Stop and start again on the same port and state dir."""
         self.stop()
         return self.start()
@@ -159,7 +162,7 @@ class SimulatorProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def __enter__(self) -> "SimulatorProcess":
+    def __enter__(self) -> SimulatorProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -67,7 +67,9 @@ def check_permission(scopes: Any, method: str, path: str) -> None:
 def _is_credential_read(path: str) -> bool:
     # /api/v0/deployed/products/{guid}/credentials/{ref}: the value; the list of references stays readable.
     parts = path.strip("/").split("/")
-    return len(parts) == 7 and parts[:4] == ["api", "v0", "deployed", "products"] and parts[5] == "credentials"
+    return (
+        len(parts) == 7 and parts[:4] == ["api", "v0", "deployed", "products"] and parts[5] == "credentials"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +110,9 @@ ROOT_CA_PROCEDURE = (
 )
 
 
-def root_ca_items(cas: list[dict[str, Any]], limit_until: float | None, with_procedure: bool) -> list[dict[str, Any]]:
+def root_ca_items(
+    cas: list[dict[str, Any]], limit_until: float | None, with_procedure: bool
+) -> list[dict[str, Any]]:
     """The Ops Manager root CAs as ``GET /api/v0/deployed/certificates`` entries (``is_ca: true``)."""
     items = []
     for ca in cas:
@@ -146,7 +150,11 @@ def sse(event: str | None, data: Any) -> str:
 def step_info(events: list[tuple[float, str, Any]]) -> list[dict[str, Any]]:
     """The ``step_info`` array: every step of the installation, in order."""
     # ASSUMPTION: the element fields (id, description); the reference says "ids and descriptions".
-    return [{"id": p["id"], "description": p.get("description", p["id"])} for _, kind, p in events if kind == "step_started"]
+    return [
+        {"id": p["id"], "description": p.get("description", p["id"])}
+        for _, kind, p in events
+        if kind == "step_started"
+    ]
 
 
 def replay_event(kind: str, payload: Any) -> str:

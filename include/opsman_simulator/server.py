@@ -66,16 +66,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--client-secret", default=None)
     p.add_argument("--ca-date-format", choices=["date", "rfc3339"], default="date")
     p.add_argument("--initial-ca-age-days", type=float, default=1200)
-    p.add_argument("--answer-style", choices=["legacy", "2.10"], default=None,
-                   help="default: the profile's, else legacy")
-    p.add_argument("--safety-checks", action=argparse.BooleanOptionalAction, default=None,
-                   help="default: the profile's, else off")
-    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
-                   help="answer as this family of Ops Manager versions (README: Profiles)")
-    p.add_argument("--info-version", default=None, help="the version GET /api/v0/info reports (default: the profile's)")
-    p.add_argument("--role", default="admin", help=f"role of --username and --client-id: {', '.join(ROLE_CHOICES)}")
-    p.add_argument("--extra-user", action="append", default=[], metavar="NAME:PASSWORD:ROLE",
-                   help="another password-grant user with its own role (repeatable)")
+    p.add_argument(
+        "--answer-style", choices=["legacy", "2.10"], default=None, help="default: the profile's, else legacy"
+    )
+    p.add_argument(
+        "--safety-checks",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="default: the profile's, else off",
+    )
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=None,
+        help="answer as this family of Ops Manager versions (README: Profiles)",
+    )
+    p.add_argument(
+        "--info-version", default=None, help="the version GET /api/v0/info reports (default: the profile's)"
+    )
+    p.add_argument(
+        "--role", default="admin", help=f"role of --username and --client-id: {', '.join(ROLE_CHOICES)}"
+    )
+    p.add_argument(
+        "--extra-user",
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD:ROLE",
+        help="another password-grant user with its own role (repeatable)",
+    )
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost"):

@@ -252,7 +252,11 @@ def parse_expires_within(value: str) -> float:
         # ASSUMPTION: status and wording; the reference documents only the format.
         raise ApiError(
             422,
-            {"errors": [f"Invalid expires_within '{value}': expected an integer followed by d, w, m or y (e.g. 3m)"]},
+            {
+                "errors": [
+                    f"Invalid expires_within '{value}': expected an integer followed by d, w, m or y (e.g. 3m)"
+                ]
+            },
         )
     return int(value[:-1]) * _UNIT_DAYS[value[-1]] * 86400.0
 
@@ -332,7 +336,9 @@ class Store:
                         pki.x509.NameAttribute(pki.NameOID.COMMON_NAME, "services-tls-ca"),
                     ]
                 )
-                cert = pki.make_ca(key, subject, pki.utc(issued), pki.utc(issued + d["validity_days"] * 86400.0))
+                cert = pki.make_ca(
+                    key, subject, pki.utc(issued), pki.utc(issued + d["validity_days"] * 86400.0)
+                )
                 issuer_guid = None
             else:
                 cert = pki.make_leaf(
@@ -379,7 +385,7 @@ class Store:
                     "trusted_ca_guids": [ca["guid"]],
                     "products": [p["guid"] for p in PRODUCTS],
                     "reissued_leaves": [],
-                    "leaf_issuers": {l["name"]: l["issuer_ca_guid"] for l in data["leaves"]},
+                    "leaf_issuers": {leaf["name"]: leaf["issuer_ca_guid"] for leaf in data["leaves"]},
                 },
             }
         )
@@ -440,9 +446,9 @@ class Store:
         raise RuntimeError("no active CA")  # cannot happen: the active CA cannot be deleted
 
     def find_leaf(self, name: str) -> dict[str, Any] | None:
-        for l in self.data["leaves"]:
-            if l["name"] == name:
-                return l
+        for leaf in self.data["leaves"]:
+            if leaf["name"] == name:
+                return leaf
         return None
 
     def product_guids(self) -> list[str]:
@@ -482,8 +488,10 @@ class Store:
         (to the moment the running installation ends; nothing to do when none runs).
         """
         if not isinstance(body, dict) or len(body) != 1:
-            raise ValueError('body must be one of {"advance_seconds": N}, {"now": RFC 3339}, {"finish_installation": true}')
-        (key, value), = body.items()
+            raise ValueError(
+                'body must be one of {"advance_seconds": N}, {"now": RFC 3339}, {"finish_installation": true}'
+            )
+        ((key, value),) = body.items()
         now = self.now()
         finished = None
         if key == "advance_seconds":
@@ -494,12 +502,16 @@ class Store:
             try:
                 target = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
             except ValueError:
-                raise ValueError(f"now must be an RFC 3339 time such as 2030-01-01T00:00:00Z; got {value!r}") from None
+                raise ValueError(
+                    f"now must be an RFC 3339 time such as 2030-01-01T00:00:00Z; got {value!r}"
+                ) from None
             if target.tzinfo is None:
                 raise ValueError("now must carry a time zone, e.g. 2030-01-01T00:00:00Z")
             step = target.timestamp() - now
             if step < 0:
-                raise ValueError(f"the clock only moves forward; it is {rfc3339_full(now)} (reset to go back)")
+                raise ValueError(
+                    f"the clock only moves forward; it is {rfc3339_full(now)} (reset to go back)"
+                )
         elif key == "finish_installation":
             if value is not True:
                 raise ValueError("finish_installation must be true")
@@ -513,8 +525,11 @@ class Store:
         self.data["clock_offset_seconds"] = float(self.data.get("clock_offset_seconds", 0.0)) + step
         self.tick()
         self.save()
-        return {"now": rfc3339_full(self.now()), "offset_seconds": self.data["clock_offset_seconds"],
-                "finished_installation": finished}
+        return {
+            "now": rfc3339_full(self.now()),
+            "offset_seconds": self.data["clock_offset_seconds"],
+            "finished_installation": finished,
+        }
 
     def token_ttl(self) -> float:
         ttl = self.faults.get("token_ttl")
@@ -553,7 +568,11 @@ class Store:
         }
 
     def _excluded_items(self) -> list[dict[str, Any]]:
-        return [self._status_item(l, "Excluded from rotation") for l in self.data["leaves"] if l["excluded"]]
+        return [
+            self._status_item(leaf, "Excluded from rotation")
+            for leaf in self.data["leaves"]
+            if leaf["excluded"]
+        ]
 
     def _with_warnings(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if self.faults.get("ca_status_207"):
@@ -609,7 +628,7 @@ class Store:
             "trusted_ca_guids": list(plan["trusted_ca_guids"]),
             "products": list(inst["deployed_products"]),
             "reissued_leaves": reissued,
-            "leaf_issuers": {l["name"]: l["issuer_ca_guid"] for l in self.data["leaves"]},
+            "leaf_issuers": {leaf["name"]: leaf["issuer_ca_guid"] for leaf in self.data["leaves"]},
         }
 
     # ----------------------------------------------------------------------------------------
@@ -636,14 +655,20 @@ class Store:
         body = self.ca_json(ca)
         if self.config.answer_style == "2.10":
             # ASSUMPTION: generating a CA regenerates nothing; excluded lists the excluded leaves.
-            body["certificates"] = {"regenerated": [], "excluded": self._excluded_items(), "regenerate_failed": []}
+            body["certificates"] = {
+                "regenerated": [],
+                "excluded": self._excluded_items(),
+                "regenerate_failed": [],
+            }
         return self._with_warnings(body)
 
     def create_ca(self, body: Any, now: float | None = None) -> tuple[int, dict[str, Any]]:
         now = self.now() if now is None else now
         # ASSUMPTION: all validation answers are 422 {"errors": [...]} (the reference has no page).
         if not isinstance(body, dict):
-            raise ApiError(422, {"errors": ["Request body must be a JSON object with cert_pem and private_key_pem"]})
+            raise ApiError(
+                422, {"errors": ["Request body must be a JSON object with cert_pem and private_key_pem"]}
+            )
         errors = []
         cert_pem, key_pem = body.get("cert_pem"), body.get("private_key_pem")
         if not isinstance(cert_pem, str) or not cert_pem.strip():
@@ -655,15 +680,21 @@ class Store:
         try:
             cert = pki.load_cert(cert_pem)
         except Exception:
-            raise ApiError(422, {"errors": ["Cert pem is not a valid PEM-encoded X.509 certificate"]})
+            raise ApiError(
+                422, {"errors": ["Cert pem is not a valid PEM-encoded X.509 certificate"]}
+            ) from None
         try:
             key = pki.load_key(key_pem, trusted=False)
         except Exception:
-            raise ApiError(422, {"errors": ["Private key pem is not a valid unencrypted PEM-encoded private key"]})
+            raise ApiError(
+                422, {"errors": ["Private key pem is not a valid unencrypted PEM-encoded private key"]}
+            ) from None
         if not pki.public_keys_match(cert, key):
             raise ApiError(422, {"errors": ["Private key pem does not match the certificate"]})
         if not pki.is_ca_cert(cert):
-            raise ApiError(422, {"errors": ["Cert pem is not a certificate authority (basicConstraints CA:TRUE)"]})
+            raise ApiError(
+                422, {"errors": ["Cert pem is not a certificate authority (basicConstraints CA:TRUE)"]}
+            )
         org = cert.subject.get_attributes_for_oid(pki.NameOID.ORGANIZATION_NAME)
         cn = cert.subject.get_attributes_for_oid(pki.NameOID.COMMON_NAME)
         issuer = str(org[0].value) if org else (str(cn[0].value) if cn else "Customer")
@@ -721,9 +752,9 @@ class Store:
         if self.config.answer_style == "2.10":
             # ASSUMPTION: which items Maestro reports as "updated" on activate.
             updated = [
-                self._status_item(l, "Signing CA activated")
-                for l in self.data["leaves"]
-                if not l["excluded"] and not l["configurable"]
+                self._status_item(leaf, "Signing CA activated")
+                for leaf in self.data["leaves"]
+                if not leaf["excluded"] and not leaf["configurable"]
             ]
             body: dict[str, Any] = {
                 "certificates": {"updated": updated, "excluded": self._excluded_items(), "update_failed": []}
@@ -735,33 +766,39 @@ class Store:
     def regenerate(self, now: float | None = None) -> tuple[int, dict[str, Any]]:
         now = self.now() if now is None else now
         active = self.active_ca()
-        targets = [l for l in self.data["leaves"] if not l["configurable"] and not l["excluded"]]
+        targets = [leaf for leaf in self.data["leaves"] if not leaf["configurable"] and not leaf["excluded"]]
         if self.config.safety_checks:
             missing = self._untrusting_products(active["guid"])
             if missing:
                 raise self._violation(
                     "Regenerating leaf certificates now would break trust",
                     "The active certificate authority has not been distributed to all trust stores",
-                    [l["variable_path"] or l["property_reference"] for l in targets],
+                    [leaf["variable_path"] or leaf["property_reference"] for leaf in targets],
                     "Apply Changes to distribute the active CA to all trust stores, then retry. "
                     "Do not run earlier commands again.",
                 )
         failed_names = set(self.faults.get("regenerate_failed") or [])
         regenerated, failed = [], []
-        for l in targets:
-            if l["name"] in failed_names:
-                failed.append(self._status_item(l, "Simulated regeneration failure"))
+        for leaf in targets:
+            if leaf["name"] in failed_names:
+                failed.append(self._status_item(leaf, "Simulated regeneration failure"))
                 continue
-            l["pending_regeneration"] = True
-            l["regeneration_requested_at"] = now
-            regenerated.append(self._status_item(l, "Regenerated with the active root CA"))
+            leaf["pending_regeneration"] = True
+            leaf["regeneration_requested_at"] = now
+            regenerated.append(self._status_item(leaf, "Regenerated with the active root CA"))
         self.save()
         if self.config.answer_style == "2.10":
             excluded = self._excluded_items() + [
-                self._status_item(l, "Configurable certificate") for l in self.data["leaves"] if l["configurable"]
+                self._status_item(leaf, "Configurable certificate")
+                for leaf in self.data["leaves"]
+                if leaf["configurable"]
             ]
             body: dict[str, Any] = {
-                "certificates": {"regenerated": regenerated, "excluded": excluded, "regenerate_failed": failed}
+                "certificates": {
+                    "regenerated": regenerated,
+                    "excluded": excluded,
+                    "regenerate_failed": failed,
+                }
             }
         else:
             body = {}
@@ -776,16 +813,16 @@ class Store:
             raise ApiError(422, ACTIVE_CANNOT_DELETE)
         if self.config.safety_checks:
             still = [
-                l
-                for l in self.data["leaves"]
-                if l["issuer_ca_guid"] == guid and not l["configurable"] and not l["excluded"]
+                leaf
+                for leaf in self.data["leaves"]
+                if leaf["issuer_ca_guid"] == guid and not leaf["configurable"] and not leaf["excluded"]
             ]
             if still:
                 raise self._violation(
                     "Deleting this certificate authority would break deployed certificates",
                     "Deployed certificates are still signed by this certificate authority: no Apply Changes "
                     "has succeeded since the certificates were regenerated",
-                    [l["variable_path"] or l["property_reference"] for l in still],
+                    [leaf["variable_path"] or leaf["property_reference"] for leaf in still],
                     "Apply Changes to deploy the regenerated certificates, then retry. "
                     "Do not run earlier commands again.",
                 )
@@ -795,9 +832,9 @@ class Store:
         self.save()
         if self.config.answer_style == "2.10":
             updated = [
-                self._status_item(l, "Certificate authority removed")
-                for l in self.data["leaves"]
-                if not l["excluded"] and not l["configurable"]
+                self._status_item(leaf, "Certificate authority removed")
+                for leaf in self.data["leaves"]
+                if not leaf["excluded"] and not leaf["configurable"]
             ]
             body: dict[str, Any] = {
                 "certificates": {"updated": updated, "excluded": self._excluded_items(), "update_failed": []}
@@ -858,7 +895,9 @@ class Store:
                     isinstance(n, str) and (isinstance(x, bool) or x in ("default", "when-changed"))
                     for n, x in v.items()
                 ):
-                    errors.append(f"errands for '{g}'.{k} must map errand names to true, false or \"default\"")
+                    errors.append(
+                        f"errands for '{g}'.{k} must map errand names to true, false or \"default\""
+                    )
         if errors:
             # ASSUMPTION: validation failures answer 422 {"errors": [...]}.
             raise ApiError(422, {"errors": errors})
@@ -967,7 +1006,7 @@ class Store:
                 pn = max(1, int(page_num))
                 pp = max(1, int(per_page)) if per_page is not None else 100
             except ValueError:
-                raise ApiError(422, {"errors": ["page_num and per_page must be integers"]})
+                raise ApiError(422, {"errors": ["page_num and per_page must be integers"]}) from None
             items = items[(pn - 1) * pp : pn * pp]
         return {"installations": [self.install_summary(i) for i in items]}
 
@@ -999,15 +1038,26 @@ class Store:
         dur = float(inst["duration_seconds"])
         start = float(inst["started_at"])
         steps: list[tuple[str, str]] = [
-            ("bosh_director", "/usr/local/bin/bosh --no-color --non-interactive --tty create-env "
-             "/var/tempest/workspaces/default/deployments/bosh.yml"),
-            ("cloud_config", "/usr/local/bin/bosh --no-color --non-interactive --tty update-cloud-config "
-             "/var/tempest/workspaces/default/cloud_config.yml"),
+            (
+                "bosh_director",
+                "/usr/local/bin/bosh --no-color --non-interactive --tty create-env "
+                "/var/tempest/workspaces/default/deployments/bosh.yml",
+            ),
+            (
+                "cloud_config",
+                "/usr/local/bin/bosh --no-color --non-interactive --tty update-cloud-config "
+                "/var/tempest/workspaces/default/cloud_config.yml",
+            ),
         ]
         for g in inst["deployed_products"]:
             if g != P_BOSH_GUID:
-                steps.append((f"deploy_{g}", f"/usr/local/bin/bosh --no-color --non-interactive --tty "
-                              f"--deployment={g} deploy /var/tempest/workspaces/default/deployments/{g}.yml"))
+                steps.append(
+                    (
+                        f"deploy_{g}",
+                        f"/usr/local/bin/bosh --no-color --non-interactive --tty "
+                        f"--deployment={g} deploy /var/tempest/workspaces/default/deployments/{g}.yml",
+                    )
+                )
         events: list[tuple[float, str, Any]] = []
         n = len(steps)
         # A few lines per second; never fewer than ~12 progress lines, never more than ~400.
@@ -1020,13 +1070,17 @@ class Store:
         for i, (sid, cmd) in enumerate(steps):
             s0, s1 = dur * i / n, dur * (i + 1) / n
             events.append((s0, "step_started", {"type": "step_started", "id": sid}))
-            events.append((s0, "line", f"===== {ts(s0)} UTC Running \"{cmd}\""))
+            events.append((s0, "line", f'===== {ts(s0)} UTC Running "{cmd}"'))
             k = 1
             t = s0 + interval
             while t < s1:
                 events.append(
-                    (t, "line", f"Task {100 + inst['id']} | {pki.utc(start + t).strftime('%H:%M:%S')} | "
-                                f"Updating instance {sid}: {sid}/{k % 7} ({k:05d})")
+                    (
+                        t,
+                        "line",
+                        f"Task {100 + inst['id']} | {pki.utc(start + t).strftime('%H:%M:%S')} | "
+                        f"Updating instance {sid}: {sid}/{k % 7} ({k:05d})",
+                    )
                 )
                 if pad > 0:
                     filler = f"  debug {sid} {k:05d} "
@@ -1036,7 +1090,11 @@ class Store:
             last = i == n - 1
             code = 1 if (last and inst["will_fail"]) else 0
             events.append(
-                (s1, "line", f"===== {ts(s1)} UTC Finished \"{cmd}\"; Duration: {int(s1 - s0)}s; Exit Status: {code}")
+                (
+                    s1,
+                    "line",
+                    f'===== {ts(s1)} UTC Finished "{cmd}"; Duration: {int(s1 - s0)}s; Exit Status: {code}',
+                )
             )
             events.append((s1, "step_finished", {"type": "step_finished", "id": sid, "exit_code": code}))
         if inst["will_fail"]:
@@ -1077,7 +1135,9 @@ class Store:
     def pending_changes(self) -> dict[str, Any]:
         out = []
         for p in self.data["products"]:
-            errands = [] if p["type"] == "p-bosh" else [{"name": "smoke_tests", "post_deploy": "when-changed"}]
+            errands = (
+                [] if p["type"] == "p-bosh" else [{"name": "smoke_tests", "post_deploy": "when-changed"}]
+            )
             out.append(
                 {
                     "guid": p["guid"],
@@ -1098,26 +1158,26 @@ class Store:
         now = self.now() if now is None else now
         limit = parse_expires_within(expires_within) if expires_within is not None else None
         items = []
-        for l in self.data["leaves"]:
-            if limit is not None and l["valid_until"] > now + limit:
+        for leaf in self.data["leaves"]:
+            if limit is not None and leaf["valid_until"] > now + limit:
                 continue
-            if show_excluded_only == "true" and not l["excluded"]:
+            if show_excluded_only == "true" and not leaf["excluded"]:
                 continue
             item = {
-                "issuer": l["issuer_dn"],
-                "valid_from": rfc3339_s(l["valid_from"]),
-                "valid_until": rfc3339_s(l["valid_until"]),
-                "configurable": l["configurable"],
-                "property_reference": l["property_reference"],
-                "property_type": l["property_type"],
-                "product_guid": l["product_guid"],
-                "location": l["location"],
-                "variable_path": l["variable_path"],
-                "is_ca": l["is_ca"],
+                "issuer": leaf["issuer_dn"],
+                "valid_from": rfc3339_s(leaf["valid_from"]),
+                "valid_until": rfc3339_s(leaf["valid_until"]),
+                "configurable": leaf["configurable"],
+                "property_reference": leaf["property_reference"],
+                "property_type": leaf["property_type"],
+                "product_guid": leaf["product_guid"],
+                "location": leaf["location"],
+                "variable_path": leaf["variable_path"],
+                "is_ca": leaf["is_ca"],
             }
             if self.config.answer_style == "2.10":
-                item["rotation_procedure_name"] = l["rotation_procedure_name"]
-                item["rotation_procedure_url"] = l["rotation_procedure_url"]
+                item["rotation_procedure_name"] = leaf["rotation_procedure_name"]
+                item["rotation_procedure_url"] = leaf["rotation_procedure_url"]
             items.append(item)
         return {"certificates": items}
 
@@ -1131,20 +1191,24 @@ class Store:
     def list_credentials(self, guid: str) -> dict[str, Any]:
         self._deployed_product(guid)
         refs = [
-            l["property_reference"]
-            for l in self.data["leaves"]
-            if l["location"] == "ops_manager" and l["product_guid"] == guid
+            leaf["property_reference"]
+            for leaf in self.data["leaves"]
+            if leaf["location"] == "ops_manager" and leaf["product_guid"] == guid
         ]
         return {"credentials": refs}
 
     def get_credential(self, guid: str, ref: str) -> dict[str, Any]:
         self._deployed_product(guid)
-        for l in self.data["leaves"]:
-            if l["location"] == "ops_manager" and l["product_guid"] == guid and l["property_reference"] == ref:
+        for leaf in self.data["leaves"]:
+            if (
+                leaf["location"] == "ops_manager"
+                and leaf["product_guid"] == guid
+                and leaf["property_reference"] == ref
+            ):
                 return {
                     "credential": {
-                        "type": l["property_type"] or "rsa_cert_credentials",
-                        "value": {"cert_pem": l["cert_pem"], "private_key_pem": self.data["leaf_key_pem"]},
+                        "type": leaf["property_type"] or "rsa_cert_credentials",
+                        "value": {"cert_pem": leaf["cert_pem"], "private_key_pem": self.data["leaf_key_pem"]},
                     }
                 }
         raise ApiError(404, {"errors": [f"Credential '{ref}' not found for product '{guid}'"]})
@@ -1179,26 +1243,26 @@ class Store:
             rec["finishes_at"] = rfc3339_ms(i["started_at"] + i["duration_seconds"])
             insts.append(rec)
         leaves = []
-        for l in self.data["leaves"]:
+        for leaf in self.data["leaves"]:
             leaves.append(
                 {
-                    "name": l["name"],
-                    "location": l["location"],
-                    "variable_path": l["variable_path"],
-                    "product_guid": l["product_guid"],
-                    "property_reference": l["property_reference"],
-                    "deployment_product_guid": l["deployment"],
-                    "configurable": l["configurable"],
-                    "excluded": l["excluded"],
-                    "is_ca": l["is_ca"],
-                    "issuer_ca_guid": l["issuer_ca_guid"],
-                    "authority_key_identifier": l["authority_key_identifier"],
-                    "serial_number": l["serial_number"],
-                    "valid_from": rfc3339_s(l["valid_from"]),
-                    "valid_until": rfc3339_s(l["valid_until"]),
-                    "cert_pem": l["cert_pem"],
-                    "pending_regeneration": l["pending_regeneration"],
-                    "history": l["history"],
+                    "name": leaf["name"],
+                    "location": leaf["location"],
+                    "variable_path": leaf["variable_path"],
+                    "product_guid": leaf["product_guid"],
+                    "property_reference": leaf["property_reference"],
+                    "deployment_product_guid": leaf["deployment"],
+                    "configurable": leaf["configurable"],
+                    "excluded": leaf["excluded"],
+                    "is_ca": leaf["is_ca"],
+                    "issuer_ca_guid": leaf["issuer_ca_guid"],
+                    "authority_key_identifier": leaf["authority_key_identifier"],
+                    "serial_number": leaf["serial_number"],
+                    "valid_from": rfc3339_s(leaf["valid_from"]),
+                    "valid_until": rfc3339_s(leaf["valid_until"]),
+                    "cert_pem": leaf["cert_pem"],
+                    "pending_regeneration": leaf["pending_regeneration"],
+                    "history": leaf["history"],
                 }
             )
         return {
@@ -1247,9 +1311,19 @@ class Store:
         if not isinstance(body, dict):
             raise ValueError("body must be a JSON object")
         allowed = {
-            "fail_next_installs", "status_burst", "drop_next", "latency", "revoke_tokens", "token_ttl",
-            "ca_status_207", "ca_warnings", "regenerate_failed", "stage_pending_change",
-            "clear_pending_changes", "log_bytes_per_second", "apply_seconds",
+            "fail_next_installs",
+            "status_burst",
+            "drop_next",
+            "latency",
+            "revoke_tokens",
+            "token_ttl",
+            "ca_status_207",
+            "ca_warnings",
+            "regenerate_failed",
+            "stage_pending_change",
+            "clear_pending_changes",
+            "log_bytes_per_second",
+            "apply_seconds",
         }
         unknown = set(body) - allowed
         if unknown:
@@ -1356,7 +1430,9 @@ def _validate_matcher(key: str, v: Any) -> dict[str, Any] | None:
         raise ValueError(f"{key}.count must be a non-negative integer")
     out["count"] = count
     methods = v.get("methods")
-    if methods is not None and (not isinstance(methods, list) or not all(isinstance(m, str) for m in methods)):
+    if methods is not None and (
+        not isinstance(methods, list) or not all(isinstance(m, str) for m in methods)
+    ):
         raise ValueError(f"{key}.methods must be a list of HTTP methods")
     out["methods"] = [m.upper() for m in methods] if methods else None
     prefix = v.get("path_prefix", "/")
@@ -1383,4 +1459,3 @@ def _validate_matcher(key: str, v: Any) -> dict[str, Any] | None:
             raise ValueError("latency.seconds must be a non-negative number")
         out["seconds"] = float(secs)
     return out
-

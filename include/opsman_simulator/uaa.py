@@ -119,7 +119,9 @@ class UAA:
                 found = found or (name, role)
         return found
 
-    def token(self, authorization: str | None, form: dict[str, str], now: float | None = None) -> dict[str, Any]:
+    def token(
+        self, authorization: str | None, form: dict[str, str], now: float | None = None
+    ) -> dict[str, Any]:
         now = self.store.now() if now is None else now
         grant = form.get("grant_type")
         basic = self._basic(authorization)

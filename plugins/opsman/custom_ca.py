@@ -40,7 +40,9 @@ def load_custom_ca(conn_id: str, *, now: dt.datetime, window_days: int) -> Custo
         mask_secret(key_pem)
     where = f"connection '{conn_id}'"
     if not cert_pem or not key_pem:
-        raise OpsManagerConfigError(f"{where} needs extras certificate_pem and private_key_pem (the CA and its key, PEM)")
+        raise OpsManagerConfigError(
+            f"{where} needs extras certificate_pem and private_key_pem (the CA and its key, PEM)"
+        )
     return validate_custom_ca(str(cert_pem), str(key_pem), now=now, window_days=window_days, where=where)
 
 
@@ -55,21 +57,31 @@ def validate_custom_ca(
         key = serialization.load_pem_private_key(key_pem.encode(), password=None)
     except (ValueError, TypeError):
         # The message never repeats the key text.
-        raise OpsManagerConfigError(f"{where}: private_key_pem is not an unencrypted PEM private key") from None
+        raise OpsManagerConfigError(
+            f"{where}: private_key_pem is not an unencrypted PEM private key"
+        ) from None
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         is_ca = False
     if not is_ca:
-        raise OpsManagerConfigError(f"{where}: the certificate is not a CA (basicConstraints CA:TRUE is missing)")
+        raise OpsManagerConfigError(
+            f"{where}: the certificate is not a CA (basicConstraints CA:TRUE is missing)"
+        )
     if not isinstance(key, rsa.RSAPrivateKey) or not isinstance(cert.public_key(), rsa.RSAPublicKey):
-        raise OpsManagerConfigError(f"{where}: Ops Manager needs an RSA CA; this one is {type(cert.public_key()).__name__}")
+        raise OpsManagerConfigError(
+            f"{where}: Ops Manager needs an RSA CA; this one is {type(cert.public_key()).__name__}"
+        )
     if key.public_key().public_numbers() != cert.public_key().public_numbers():
         raise OpsManagerConfigError(f"{where}: the private key does not belong to the certificate")
     if cert.not_valid_before_utc > now:
-        raise OpsManagerConfigError(f"{where}: the certificate is not valid before {isoformat(cert.not_valid_before_utc)}")
+        raise OpsManagerConfigError(
+            f"{where}: the certificate is not valid before {isoformat(cert.not_valid_before_utc)}"
+        )
     if cert.not_valid_after_utc <= now:
-        raise OpsManagerConfigError(f"{where}: the certificate expired at {isoformat(cert.not_valid_after_utc)}")
+        raise OpsManagerConfigError(
+            f"{where}: the certificate expired at {isoformat(cert.not_valid_after_utc)}"
+        )
     if cert.not_valid_after_utc <= now + dt.timedelta(days=window_days):
         raise OpsManagerConfigError(
             f"{where}: the certificate expires at {isoformat(cert.not_valid_after_utc)}, within the {window_days}-day "

@@ -90,14 +90,18 @@ class OpsManagerNotFoundError(OpsManagerApiError):
 class SafetyViolationError(OpsManagerApiError):
     """422 with ``safety_violations``: CredHub Maestro refused a step that is out of order."""
 
-    def __init__(self, call: str, method: str, path: str, status: int, violations: list[dict[str, Any]], error: str):
+    def __init__(
+        self, call: str, method: str, path: str, status: int, violations: list[dict[str, Any]], error: str
+    ):
         self.violations = violations
         lines = []
         for v in violations:
             names = ", ".join(v.get("certificate_names") or []) or "no certificate named"
             # The API reference spells the remedy key "migitation"; accept the correct spelling too.
             remedy = v.get("migitation") or v.get("mitigation") or "no remedy given"
-            lines.append(f"{v.get('violation', 'unnamed violation')} (certificates: {names}); remedy: {remedy}")
+            lines.append(
+                f"{v.get('violation', 'unnamed violation')} (certificates: {names}); remedy: {remedy}"
+            )
         messages = ([error] if error else []) + lines
         super().__init__(
             call,

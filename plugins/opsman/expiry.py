@@ -59,20 +59,30 @@ def assess_expiry(
     active = [ca for ca in cas if ca.active]
     for ca in active:
         if ca.expires_at is not None and ca.expires_at <= deadline:
-            reasons.append(f"the active root CA {ca.guid} expires {isoformat(ca.expires_at)}, within {expires_within}")
+            reasons.append(
+                f"the active root CA {ca.guid} expires {isoformat(ca.expires_at)}, within {expires_within}"
+            )
     if len(cas) > 1:
         reasons.append(f"{len(cas)} CAs on Ops Manager: a rotation was started and not finished")
     if len(active) != 1:
-        reasons.append(f"{len(active)} active CAs (exactly one expected): the rotation's pre-flight will report it")
+        reasons.append(
+            f"{len(active)} active CAs (exactly one expected): the rotation's pre-flight will report it"
+        )
     leaves = sorted((c for c in expiring if rotated_by_ca_rotation(c)), key=lambda c: (c.valid_until, c.name))
     if leaves:
         names = ", ".join(f"{c.name} ({isoformat(c.valid_until)})" for c in leaves)
-        reasons.append(f"{len(leaves)} leaf certificate(s) the rotation re-issues expire within {expires_within}: {names}")
+        reasons.append(
+            f"{len(leaves)} leaf certificate(s) the rotation re-issues expire within {expires_within}: {names}"
+        )
     groups: dict[str, list[dict[str, Any]]] = {}
     for cert in sorted(expiring, key=lambda c: (c.valid_until, c.name)):
         groups.setdefault(procedure_of(cert), []).append(
-            {"name": cert.name, "location": cert.location, "valid_until": isoformat(cert.valid_until),
-             "rotated_by_ca_rotation": rotated_by_ca_rotation(cert)}
+            {
+                "name": cert.name,
+                "location": cert.location,
+                "valid_until": isoformat(cert.valid_until),
+                "rotated_by_ca_rotation": rotated_by_ca_rotation(cert),
+            }
         )
     active_expiry = min((ca.expires_at for ca in active if ca.expires_at), default=None)
     return {
@@ -90,14 +100,25 @@ def assess_expiry(
 
 
 def format_expiry(report: dict[str, Any]) -> str:
-    lines = [format_table(("CA GUID", "ACTIVE", "EXPIRES"),
-                          [(c["guid"], "yes" if c["active"] else "no", c["expires_at"]) for c in report["certificate_authorities"]])]
+    lines = [
+        format_table(
+            ("CA GUID", "ACTIVE", "EXPIRES"),
+            [
+                (c["guid"], "yes" if c["active"] else "no", c["expires_at"])
+                for c in report["certificate_authorities"]
+            ],
+        )
+    ]
     if not report["expiring_by_procedure"]:
         lines.append(f"No deployed certificate expires within {report['expires_within']}.")
     for procedure, certs in report["expiring_by_procedure"].items():
         lines.append(f"{procedure}: {len(certs)} expiring within {report['expires_within']}")
-        lines.append(format_table(("  CERTIFICATE", "LOCATION", "VALID UNTIL"),
-                                  [(f"  {c['name']}", c["location"], c["valid_until"]) for c in certs]))
+        lines.append(
+            format_table(
+                ("  CERTIFICATE", "LOCATION", "VALID UNTIL"),
+                [(f"  {c['name']}", c["location"], c["valid_until"]) for c in certs],
+            )
+        )
     return "\n".join(lines)
 
 
@@ -112,7 +133,7 @@ class _ExpiryReader(OpsManagerBaseOperator):
         window_days(self.expires_within)  # a bad window fails before any call
         cas = self.hook.list_certificate_authorities()
         expiring = self.hook.list_deployed_certificates(expires_within=self.expires_within)
-        return assess_expiry(cas, expiring, now=dt.datetime.now(dt.timezone.utc), expires_within=self.expires_within)
+        return assess_expiry(cas, expiring, now=dt.datetime.now(dt.UTC), expires_within=self.expires_within)
 
 
 class RotationDueOperator(_ExpiryReader, SkipMixin):
@@ -145,7 +166,10 @@ class RotationDueOperator(_ExpiryReader, SkipMixin):
         run_type = getattr(context["dag_run"], "run_type", None)
         run_type = str(getattr(run_type, "value", run_type))
         if run_type not in CHECKED_RUN_TYPES and not as_flag(self.only_if_due, "only_if_due"):
-            self.log.info("A %s run rotates regardless of expiry (trigger with only_if_due=true to check first)", run_type)
+            self.log.info(
+                "A %s run rotates regardless of expiry (trigger with only_if_due=true to check first)",
+                run_type,
+            )
             return {"checked": False, "due": True, "run_type": run_type}
         report = self.read_expiry()
         report.update(checked=True, run_type=run_type)
@@ -156,7 +180,9 @@ class RotationDueOperator(_ExpiryReader, SkipMixin):
         self.log.info(
             "Rotation not due: the active root CA expires %s (%s days), after the %s window, and no certificate the "
             "rotation re-issues expires within it. Skipping the rotation; nothing was changed.",
-            report["active_ca_expires_at"], report["days_left"], self.expires_within,
+            report["active_ca_expires_at"],
+            report["days_left"],
+            self.expires_within,
         )
         # skip() ends execute() by raising, so the report is pushed first.
         context["ti"].xcom_push(key="return_value", value=report)
@@ -181,7 +207,11 @@ class ExpiryReportOperator(_ExpiryReader):
         report = self.read_expiry()
         report.update(foundation=self.foundation, conn_id=self.opsman_conn_id)
         self.log.info(
-            "Foundation %s (%s), window %s: rotation %s\n%s", self.foundation, self.opsman_conn_id, self.expires_within,
-            "DUE: " + "; ".join(report["reasons"]) if report["due"] else "not due", format_expiry(report),
+            "Foundation %s (%s), window %s: rotation %s\n%s",
+            self.foundation,
+            self.opsman_conn_id,
+            self.expires_within,
+            "DUE: " + "; ".join(report["reasons"]) if report["due"] else "not due",
+            format_expiry(report),
         )
         return report

@@ -84,8 +84,16 @@ APPLY_CHANGES_FIELDS = {
     "initial": "initial_apply_changes",
 }
 FOUNDATION_FIELDS = {
-    "name", "conn_id", "schedule", "expires_within", "poll_interval_seconds", "wait_mode", "apply_changes", "notifiers",
-    "if_installation_running", "custom_ca_conn_id",
+    "name",
+    "conn_id",
+    "schedule",
+    "expires_within",
+    "poll_interval_seconds",
+    "wait_mode",
+    "apply_changes",
+    "notifiers",
+    "if_installation_running",
+    "custom_ca_conn_id",
 }
 #: How the Apply Changes sensors wait. deferrable: in the triggerer, no worker slot (needs a triggerer);
 #: reschedule: a worker slot only during each poll; poke: a worker slot for the whole Apply Changes.
@@ -197,7 +205,9 @@ def parse_fleet(document: Any, path: str | os.PathLike[str] = "<fleet>") -> Flee
         return FleetFileError(f"{where}: {subject}field {field_name!r}: {message}")
 
     if not isinstance(document, dict):
-        raise FleetFileError(f"{where}: expected a mapping with a 'foundations' list, got {type(document).__name__}")
+        raise FleetFileError(
+            f"{where}: expected a mapping with a 'foundations' list, got {type(document).__name__}"
+        )
     unknown = set(document) - {"defaults", "report", "foundations"}
     if unknown:
         raise fail(sorted(unknown)[0], "unknown top-level field (expected defaults, report, foundations)")
@@ -209,7 +219,9 @@ def parse_fleet(document: Any, path: str | os.PathLike[str] = "<fleet>") -> Flee
     report = document.get("report") or {}
     if not isinstance(report, dict) or set(report) - {"schedule", "trigger_due_rotations"}:
         raise fail("report", "must be a mapping with only schedule and trigger_due_rotations")
-    report_schedule = _schedule(report.get("schedule", DEFAULT_REPORT_SCHEDULE), lambda m: fail("report.schedule", m))
+    report_schedule = _schedule(
+        report.get("schedule", DEFAULT_REPORT_SCHEDULE), lambda m: fail("report.schedule", m)
+    )
     trigger = report.get("trigger_due_rotations", False)
     if not isinstance(trigger, bool):
         raise fail("report.trigger_due_rotations", f"must be true or false, got {trigger!r}")
@@ -244,7 +256,12 @@ def parse_fleet(document: Any, path: str | os.PathLike[str] = "<fleet>") -> Flee
             )
         seen_names.add(found.name)
         seen_conns[found.conn_id] = found.name
-    return Fleet(path=path, foundations=tuple(foundations), report_schedule=report_schedule, trigger_due_rotations=trigger)
+    return Fleet(
+        path=path,
+        foundations=tuple(foundations),
+        report_schedule=report_schedule,
+        trigger_due_rotations=trigger,
+    )
 
 
 def _schedule(value: Any, fail: Any) -> str | None:
@@ -258,7 +275,9 @@ def _schedule(value: Any, fail: Any) -> str | None:
     from croniter import croniter  # what Airflow's cron timetables use (already imported by Airflow)
 
     if value.startswith("@") or not croniter.is_valid(value):
-        raise fail(f"{value!r} is not a cron expression or one of {', '.join(sorted(PRESETS))} (or null for manual only)")
+        raise fail(
+            f"{value!r} is not a cron expression or one of {', '.join(sorted(PRESETS))} (or null for manual only)"
+        )
     return value
 
 
@@ -268,7 +287,10 @@ def _foundation(item: dict[str, Any], fail: Any) -> Foundation:
         raise fail(sorted(unknown)[0], f"unknown field (expected {', '.join(sorted(FOUNDATION_FIELDS))})")
     name = item.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise fail("name", f"must be lower-case letters, digits and _, at most 63, starting with a letter or digit; got {name!r}")
+        raise fail(
+            "name",
+            f"must be lower-case letters, digits and _, at most 63, starting with a letter or digit; got {name!r}",
+        )
     conn_id = item.get("conn_id")
     if not isinstance(conn_id, str) or not CONN_ID_PATTERN.match(conn_id):
         raise fail("conn_id", f"must be an Airflow connection id (letters, digits, _ . -); got {conn_id!r}")
@@ -315,16 +337,24 @@ def _apply_changes(options: Any, fail: Any) -> dict[str, Any]:
         where = f"apply_changes.{key}"
         if key not in APPLY_CHANGES_FIELDS:
             raise fail(where, f"unknown option (expected {', '.join(sorted(APPLY_CHANGES_FIELDS))})")
-        if key in ("recreate_vms", "force_latest_variables", "ignore_warnings", "initial") and not isinstance(value, bool):
+        if key in ("recreate_vms", "force_latest_variables", "ignore_warnings", "initial") and not isinstance(
+            value, bool
+        ):
             raise fail(where, f"must be true or false; got {value!r}")
         if key == "mode" and value not in ("api", "manual"):
             raise fail(where, f"must be api or manual; got {value!r}")
         if key == "deploy_products" and not (
-            value in ("all", "none") or (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value))
+            value in ("all", "none")
+            or (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value))
         ):
             raise fail(where, f"must be all, none or a list of product GUIDs or names; got {value!r}")
-        if key == "errands" and not (isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())):
-            raise fail(where, f"must map a product GUID or name to {{run_post_deploy: {{errand: true/false}}}}; got {value!r}")
+        if key == "errands" and not (
+            isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+        ):
+            raise fail(
+                where,
+                f"must map a product GUID or name to {{run_post_deploy: {{errand: true/false}}}}; got {value!r}",
+            )
         settings[APPLY_CHANGES_FIELDS[key]] = value
     return settings
 
@@ -342,7 +372,11 @@ def _notifiers(value: Any, fail: Any) -> dict[str, tuple[NotifierSpec, ...]]:
         specs = []
         for n, entry in enumerate(entries, start=1):
             where = f"notifiers.{event}[{n}]"
-            if not isinstance(entry, dict) or set(entry) - {"class", "kwargs"} or not isinstance(entry.get("class"), str):
+            if (
+                not isinstance(entry, dict)
+                or set(entry) - {"class", "kwargs"}
+                or not isinstance(entry.get("class"), str)
+            ):
                 raise fail(where, "must be {class: dotted.path.ToNotifier, kwargs: {...}}")
             kwargs = entry.get("kwargs") or {}
             if not isinstance(kwargs, dict):

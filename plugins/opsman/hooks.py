@@ -208,7 +208,11 @@ class OpsManagerConnectionSettings:
             }
             return f"{self.uaa_url}/oauth/token", ("opsman", ""), form
         basic = (quote(self.client_id or "", safe=""), quote(self.client_secret or "", safe=""))
-        return f"{self.uaa_url}/oauth/token", basic, {"grant_type": "client_credentials", "token_format": "jwt"}
+        return (
+            f"{self.uaa_url}/oauth/token",
+            basic,
+            {"grant_type": "client_credentials", "token_format": "jwt"},
+        )
 
     @property
     def principal(self) -> str:
@@ -321,8 +325,11 @@ def _error_messages(body: Any) -> list[str]:
         if isinstance(errors, list):
             return [str(e) for e in errors]
         if isinstance(errors, dict):
-            return [f"{key}: {msg}" if key not in ("base", "errors") else str(msg) for key, msgs in errors.items()
-                    for msg in (msgs if isinstance(msgs, list) else [msgs])]
+            return [
+                f"{key}: {msg}" if key not in ("base", "errors") else str(msg)
+                for key, msgs in errors.items()
+                for msg in (msgs if isinstance(msgs, list) else [msgs])
+            ]
         if "error_description" in body or "error" in body:
             return [": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))]
     if isinstance(body, str) and body.strip():
@@ -338,7 +345,11 @@ def _text_excerpt(text: str, limit: int = 300) -> str:
 
 def _tls_error(settings: OpsManagerConnectionSettings, err: Exception) -> OpsManagerConfigError:
     """TLS verification failures are configuration problems, not transient ones: never retried."""
-    reason = str(err.__context__ or err) if "CERTIFICATE_VERIFY_FAILED" not in str(err) else "certificate verify failed"
+    reason = (
+        str(err.__context__ or err)
+        if "CERTIFICATE_VERIFY_FAILED" not in str(err)
+        else "certificate verify failed"
+    )
     return OpsManagerConfigError(
         f"TLS verification of {settings.base_url} failed ({reason[:200]}). Set extra ca_cert on connection "
         f"'{settings.conn_id}' to the CA that signed Ops Manager's certificate (PEM text or a file path)."
@@ -361,7 +372,9 @@ def _unresolvable(err: BaseException) -> bool:
         seen.add(id(item))
         if isinstance(item, socket.gaierror):
             return item.errno in _NO_SUCH_NAME
-        todo.extend([getattr(item, "reason", None), getattr(item, "os_error", None), item.__cause__, item.__context__])
+        todo.extend(
+            [getattr(item, "reason", None), getattr(item, "os_error", None), item.__cause__, item.__context__]
+        )
         todo.extend(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))
     return False
 
@@ -374,7 +387,9 @@ def _unresolvable_error(settings: OpsManagerConnectionSettings, url: str) -> Ops
     )
 
 
-def _token_refused(settings: OpsManagerConnectionSettings, url: str, status: int, messages: str) -> OpsManagerAuthError:
+def _token_refused(
+    settings: OpsManagerConnectionSettings, url: str, status: int, messages: str
+) -> OpsManagerAuthError:
     """UAA's refusal: wrong credentials and a wrong UAA URL are not retried; anything else is."""
     if status in (400, 401, 403):
         return OpsManagerCredentialsError(
@@ -387,7 +402,9 @@ def _token_refused(settings: OpsManagerConnectionSettings, url: str, status: int
             f"no UAA token endpoint at {url} (HTTP 404). Check the host or extra uaa_url of connection "
             f"'{settings.conn_id}' (default: <host>/uaa)."
         )
-    return OpsManagerAuthError(f"UAA at {url} answered HTTP {status} ({messages}) to the token request; try again later")
+    return OpsManagerAuthError(
+        f"UAA at {url} answered HTTP {status} ({messages}) to the token request; try again later"
+    )
 
 
 def _backoff(settings: OpsManagerConnectionSettings) -> Any:
@@ -417,7 +434,13 @@ def _check_guid(guid: str, what: str) -> str:
 
 
 def _decode(
-    call: str, method: str, path: str, status: int, content_type: str, text: str, accept: Iterable[int] = (200,)
+    call: str,
+    method: str,
+    path: str,
+    status: int,
+    content_type: str,
+    text: str,
+    accept: Iterable[int] = (200,),
 ) -> Any:
     """The JSON body of a response; an error response that is not JSON (a proxy's HTML page) stays text."""
     if not text.strip():
@@ -433,30 +456,38 @@ def _decode(
         ) from None
 
 
-def _raise_for_status(call: str, method: str, path: str, status: int, body: Any, accept: Iterable[int]) -> None:
+def _raise_for_status(
+    call: str, method: str, path: str, status: int, body: Any, accept: Iterable[int]
+) -> None:
     if status in accept:
         return
     if status == 422 and isinstance(body, dict) and isinstance(body.get("safety_violations"), list):
-        raise SafetyViolationError(call, method, path, status, body["safety_violations"], str(body.get("error") or ""))
+        raise SafetyViolationError(
+            call, method, path, status, body["safety_violations"], str(body.get("error") or "")
+        )
     messages = _error_messages(body)
     if status in TRANSIENT_STATUSES:
         raise OpsManagerTransientError(call, method, path, status, messages)
     if status == 404:
         raise OpsManagerNotFoundError(call, method, path, status, messages)
     if status == 403:
-        raise OpsManagerPermissionError(call, method, path, status, messages, hint=permission_hint(method, path))
+        raise OpsManagerPermissionError(
+            call, method, path, status, messages, hint=permission_hint(method, path)
+        )
     if status == 401:
         # A second 401 right after a new token: usually a revocation racing us, so the task's retries stay.
         raise OpsManagerApiError(
-            call, method, path, status, messages,
+            call,
+            method,
+            path,
+            status,
+            messages,
             hint="Ops Manager rejected a freshly issued token; check the UAA user's or client's opsman.* groups",
         )
     if status in (400, 422):
         # Ops Manager's own words say what is wrong; the same request would get the same answer.
         raise OpsManagerRejectedError(call, method, path, status, messages)
     raise OpsManagerApiError(call, method, path, status, messages)
-
-
 
 
 def permission_hint(method: str, path: str) -> str:
@@ -509,19 +540,25 @@ def _ca_result(call: str, status: int, body: Any, with_authority: bool) -> CaCal
 def _list_field(body: Any, key: str, call: str) -> list[Any]:
     value = body.get(key) if isinstance(body, dict) else None
     if not isinstance(value, list):
-        raise OpsManagerResponseError(f"{call}: the response has no '{key}' list; Ops Manager sent {str(body)[:200]!r}")
+        raise OpsManagerResponseError(
+            f"{call}: the response has no '{key}' list; Ops Manager sent {str(body)[:200]!r}"
+        )
     return value
 
 
 def _installation_status(call: str, body: Any) -> InstallationStatus:
     if not isinstance(body, dict) or not isinstance(body.get("status"), str):
-        raise OpsManagerResponseError(f"{call}: the response has no 'status'; Ops Manager sent {str(body)[:200]!r}")
+        raise OpsManagerResponseError(
+            f"{call}: the response has no 'status'; Ops Manager sent {str(body)[:200]!r}"
+        )
     return InstallationStatus.parse(body["status"])
 
 
 def _installation_logs(call: str, body: Any) -> str:
     if not isinstance(body, dict) or not isinstance(body.get("logs"), str):
-        raise OpsManagerResponseError(f"{call}: the response has no 'logs' string; Ops Manager sent {str(body)[:200]!r}")
+        raise OpsManagerResponseError(
+            f"{call}: the response has no 'logs' string; Ops Manager sent {str(body)[:200]!r}"
+        )
     return body["logs"]
 
 
@@ -575,7 +612,9 @@ class OpsManagerHook(HttpHook):
             session.verify = settings.requests_verify()
             overrides = [name for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if os.environ.get(name)]
             if overrides and session.verify:
-                self.log.debug("%s not used for Ops Manager: it trusts the system store plus extra ca_cert", overrides)
+                self.log.debug(
+                    "%s not used for Ops Manager: it trusts the system store plus extra ca_cert", overrides
+                )
             self._session = self._configure_session_from_mount_adapters(session)
         if headers:
             self._session.headers.update(headers)
@@ -606,7 +645,11 @@ class OpsManagerHook(HttpHook):
         def attempt() -> requests.Response:
             try:
                 return session.post(
-                    url, data=form, auth=basic, headers={"Accept": "application/json"}, timeout=self._timeouts(),
+                    url,
+                    data=form,
+                    auth=basic,
+                    headers={"Accept": "application/json"},
+                    timeout=self._timeouts(),
                     verify=session.verify,
                 )
             except requests.exceptions.SSLError as err:
@@ -614,17 +657,33 @@ class OpsManagerHook(HttpHook):
             except (requests.ConnectionError, requests.Timeout) as err:
                 if _unresolvable(err):
                     raise _unresolvable_error(settings, url) from None
-                raise OpsManagerTransientError("get UAA token", "POST", url, None, [type(err).__name__]) from None
+                raise OpsManagerTransientError(
+                    "get UAA token", "POST", url, None, [type(err).__name__]
+                ) from None
 
         response = self._retrying(3, "get UAA token")(attempt)
         if response.status_code in TRANSIENT_STATUSES:
-            raise OpsManagerAuthError(f"UAA at {url} is unavailable (HTTP {response.status_code}); try again later")
+            raise OpsManagerAuthError(
+                f"UAA at {url} is unavailable (HTTP {response.status_code}); try again later"
+            )
         if response.status_code != 200:
-            body = _decode("get UAA token", "POST", url, response.status_code,
-                           response.headers.get("Content-Type", ""), response.text) if response.text else {}
+            body = (
+                _decode(
+                    "get UAA token",
+                    "POST",
+                    url,
+                    response.status_code,
+                    response.headers.get("Content-Type", ""),
+                    response.text,
+                )
+                if response.text
+                else {}
+            )
             messages = "; ".join(_error_messages(body)) or f"HTTP {response.status_code}"
             raise _token_refused(settings, url, response.status_code, messages)
-        body = _decode("get UAA token", "POST", url, 200, response.headers.get("Content-Type", ""), response.text)
+        body = _decode(
+            "get UAA token", "POST", url, 200, response.headers.get("Content-Type", ""), response.text
+        )
         return _Token.from_response(body, url)
 
     def _retrying(self, attempts: int, call: str) -> tenacity.Retrying:
@@ -664,7 +723,13 @@ class OpsManagerHook(HttpHook):
             )
 
     def _send_once(
-        self, call: str, method: str, path: str, json_body: Any, params: dict[str, str] | None, accept: tuple[int, ...],
+        self,
+        call: str,
+        method: str,
+        path: str,
+        json_body: Any,
+        params: dict[str, str] | None,
+        accept: tuple[int, ...],
         authenticated: bool = True,
     ) -> tuple[int, Any]:
         session = self.get_conn()
@@ -679,9 +744,13 @@ class OpsManagerHook(HttpHook):
                 headers["Authorization"] = f"Bearer {self._access_token()}"
             try:
                 response = session.request(
-                    method, url, headers=headers, params=params,
+                    method,
+                    url,
+                    headers=headers,
+                    params=params,
                     data=json.dumps(json_body) if json_body is not None else None,
-                    timeout=self._timeouts(), allow_redirects=False,
+                    timeout=self._timeouts(),
+                    allow_redirects=False,
                     # Explicit: requests lets REQUESTS_CA_BUNDLE override a session's verify setting.
                     verify=session.verify,
                 )
@@ -691,7 +760,11 @@ class OpsManagerHook(HttpHook):
                 if _unresolvable(err):
                     raise _unresolvable_error(self.settings, url) from None
                 transient = OpsManagerTransientError(
-                    call, method, path, None, [f"{type(err).__name__}: the request may or may not have reached Ops Manager"]
+                    call,
+                    method,
+                    path,
+                    None,
+                    [f"{type(err).__name__}: the request may or may not have reached Ops Manager"],
                 )
                 transient.timed_out = isinstance(err, requests.Timeout)
                 raise transient from None
@@ -703,7 +776,13 @@ class OpsManagerHook(HttpHook):
                 continue
             break
         body = _decode(
-            call, method, path, response.status_code, response.headers.get("Content-Type", ""), response.text, accept
+            call,
+            method,
+            path,
+            response.status_code,
+            response.headers.get("Content-Type", ""),
+            response.text,
+            accept,
         )
         _raise_for_status(call, method, path, response.status_code, body, accept)
         return response.status_code, body
@@ -714,20 +793,29 @@ class OpsManagerHook(HttpHook):
         """``GET /api/v0/certificate_authorities``."""
         call = "list certificate authorities"
         _, body = self._call(call, "GET", _Endpoints.CAS, idempotent=True)
-        return [CertificateAuthority.from_api(ca, call) for ca in _list_field(body, "certificate_authorities", call)]
+        return [
+            CertificateAuthority.from_api(ca, call)
+            for ca in _list_field(body, "certificate_authorities", call)
+        ]
 
     def generate_certificate_authority(self) -> CaCallResult:
         """``POST /api/v0/certificate_authorities/generate``: a new CA, inactive."""
         call = "generate certificate authority"
-        status, body = self._call(call, "POST", _Endpoints.CA_GENERATE, json_body={}, accept=CA_OK, idempotent=False)
+        status, body = self._call(
+            call, "POST", _Endpoints.CA_GENERATE, json_body={}, accept=CA_OK, idempotent=False
+        )
         return _ca_result(call, status, body, with_authority=True)
 
     def create_certificate_authority(self, cert_pem: str, private_key_pem: str) -> CaCallResult:
         """``POST /api/v0/certificate_authorities``: upload a CA certificate and its private key."""
         call = "create certificate authority"
         status, body = self._call(
-            call, "POST", _Endpoints.CAS, json_body={"cert_pem": cert_pem, "private_key_pem": private_key_pem},
-            accept=CA_OK, idempotent=False,
+            call,
+            "POST",
+            _Endpoints.CAS,
+            json_body={"cert_pem": cert_pem, "private_key_pem": private_key_pem},
+            accept=CA_OK,
+            idempotent=False,
         )
         return _ca_result(call, status, body, with_authority=True)
 
@@ -741,7 +829,9 @@ class OpsManagerHook(HttpHook):
     def regenerate_certificates(self) -> CaCallResult:
         """``POST /api/v0/certificate_authorities/active/regenerate``: re-issue non-configurable leaves."""
         call = "regenerate non-configurable certificates"
-        status, body = self._call(call, "POST", _Endpoints.CA_REGENERATE, json_body={}, accept=CA_OK, idempotent=False)
+        status, body = self._call(
+            call, "POST", _Endpoints.CA_REGENERATE, json_body={}, accept=CA_OK, idempotent=False
+        )
         return _ca_result(call, status, body, with_authority=False)
 
     def delete_certificate_authority(self, guid: str) -> CaCallResult:
@@ -756,10 +846,14 @@ class OpsManagerHook(HttpHook):
     def apply_changes(self, options: ApplyChangesOptions) -> int:
         """``POST /api/v0/installations``: start an Apply Changes and return its id."""
         call = "start Apply Changes"
-        _, body = self._call(call, "POST", _Endpoints.INSTALLATIONS, json_body=options.request_body(), idempotent=False)
+        _, body = self._call(
+            call, "POST", _Endpoints.INSTALLATIONS, json_body=options.request_body(), idempotent=False
+        )
         install = body.get("install") if isinstance(body, dict) else None
         if not isinstance(install, dict) or not isinstance(install.get("id"), int):
-            raise OpsManagerResponseError(f"{call}: the response has no install.id; Ops Manager sent {str(body)[:200]!r}")
+            raise OpsManagerResponseError(
+                f"{call}: the response has no install.id; Ops Manager sent {str(body)[:200]!r}"
+            )
         return install["id"]
 
     def list_installations(self) -> list[Installation]:
@@ -771,13 +865,17 @@ class OpsManagerHook(HttpHook):
     def get_installation_status(self, installation_id: int) -> InstallationStatus:
         """``GET /api/v0/installations/{id}``."""
         call = f"get status of installation {installation_id}"
-        _, body = self._call(call, "GET", _Endpoints.INSTALLATION.format(id=int(installation_id)), idempotent=True)
+        _, body = self._call(
+            call, "GET", _Endpoints.INSTALLATION.format(id=int(installation_id)), idempotent=True
+        )
         return _installation_status(call, body)
 
     def get_installation_logs(self, installation_id: int) -> str:
         """``GET /api/v0/installations/{id}/logs``: the whole log so far."""
         call = f"get logs of installation {installation_id}"
-        _, body = self._call(call, "GET", _Endpoints.INSTALLATION_LOGS.format(id=int(installation_id)), idempotent=True)
+        _, body = self._call(
+            call, "GET", _Endpoints.INSTALLATION_LOGS.format(id=int(installation_id)), idempotent=True
+        )
         return _installation_logs(call, body)
 
     # -- staged and deployed state -------------------------------------------------------------
@@ -815,8 +913,12 @@ class OpsManagerHook(HttpHook):
         """``GET /api/v0/deployed/products/{guid}/credentials/{reference}``: a deployed certificate's PEM."""
         call = f"get deployed credential {property_reference} of {product_guid}"
         if not property_reference.startswith(".") or "/" in property_reference:
-            raise OpsManagerConfigError(f"{property_reference!r} is not a property reference like .properties.x")
-        path = _Endpoints.DEPLOYED_CREDENTIAL.format(guid=_check_guid(product_guid, "product guid"), reference=property_reference)
+            raise OpsManagerConfigError(
+                f"{property_reference!r} is not a property reference like .properties.x"
+            )
+        path = _Endpoints.DEPLOYED_CREDENTIAL.format(
+            guid=_check_guid(product_guid, "product guid"), reference=property_reference
+        )
         _, body = self._call(call, "GET", path, idempotent=True)
         try:
             return str(body["credential"]["value"]["cert_pem"])
@@ -825,8 +927,14 @@ class OpsManagerHook(HttpHook):
 
     def get_version(self) -> tuple[int, int] | None:
         """``GET /api/v0/info`` (no token needed): Ops Manager's (major, minor), None when it does not say."""
-        _, body = self._call("get Ops Manager version", "GET", _Endpoints.INFO, idempotent=True, authenticated=False)
-        version = body.get("info", {}).get("version") if isinstance(body, dict) and isinstance(body.get("info"), dict) else None
+        _, body = self._call(
+            "get Ops Manager version", "GET", _Endpoints.INFO, idempotent=True, authenticated=False
+        )
+        version = (
+            body.get("info", {}).get("version")
+            if isinstance(body, dict) and isinstance(body.get("info"), dict)
+            else None
+        )
         match = re.match(r"^(\d+)\.(\d+)", version) if isinstance(version, str) else None
         return (int(match.group(1)), int(match.group(2))) if match else None
 
@@ -842,8 +950,10 @@ class OpsManagerHook(HttpHook):
         if version is not None and version >= (2, 9):
             flags["bosh_director_recreate_on_next_deploy"] = True
         else:
-            self.log.info("Ops Manager %s is older than 2.9 or did not say: recreating product VMs only (as om)",
-                          ".".join(map(str, version)) if version else "version")
+            self.log.info(
+                "Ops Manager %s is older than 2.9 or did not say: recreating product VMs only (as om)",
+                ".".join(map(str, version)) if version else "version",
+            )
         body = {"director_configuration": flags}
         # Setting the same flags twice has the same effect, so this write may be retried.
         self._call(call, "PUT", _Endpoints.DIRECTOR_PROPERTIES, json_body=body, idempotent=True)
@@ -880,20 +990,27 @@ class OpsManagerAsyncHook(HttpAsyncHook):
             conn = await aget_connection(self, self.opsman_conn_id)
             self._settings = OpsManagerConnectionSettings.from_connection(conn)
             if self._settings.skip_ssl_validation:
-                self.log.warning("TLS certificate validation for Ops Manager %s is OFF", self._settings.base_url)
+                self.log.warning(
+                    "TLS certificate validation for Ops Manager %s is OFF", self._settings.base_url
+                )
         return self._settings
 
     def _timeout(self, settings: OpsManagerConnectionSettings) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(sock_connect=settings.connect_timeout, total=settings.request_timeout)
 
-    async def _access_token(self, session: aiohttp.ClientSession, settings: OpsManagerConnectionSettings) -> str:
+    async def _access_token(
+        self, session: aiohttp.ClientSession, settings: OpsManagerConnectionSettings
+    ) -> str:
         if self._token is not None and self._token.is_fresh():
             return self._token.value
         url, (user, secret), form = settings.token_request()
         try:
             async with session.post(
-                url, data=form, headers={"Accept": "application/json", "Authorization": _basic_auth(user, secret)},
-                ssl=settings.ssl_context(), timeout=self._timeout(settings),
+                url,
+                data=form,
+                headers={"Accept": "application/json", "Authorization": _basic_auth(user, secret)},
+                ssl=settings.ssl_context(),
+                timeout=self._timeout(settings),
             ) as response:
                 text = await response.text()
                 status = response.status
@@ -932,9 +1049,14 @@ class OpsManagerAsyncHook(HttpAsyncHook):
                 try:
                     async with session.get(
                         settings.base_url + path,
-                        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                                 "Accept": "application/json"},
-                        ssl=settings.ssl_context(), timeout=self._timeout(settings), allow_redirects=False,
+                        headers={
+                            "Authorization": f"Bearer {token}",
+                            "Content-Type": "application/json",
+                            "Accept": "application/json",
+                        },
+                        ssl=settings.ssl_context(),
+                        timeout=self._timeout(settings),
+                        allow_redirects=False,
                     ) as response:
                         status = response.status
                         content_type = response.headers.get("Content-Type", "")
@@ -974,15 +1096,24 @@ class OpsManagerAsyncHook(HttpAsyncHook):
                     async with session.get(
                         settings.base_url + path,
                         headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
-                        ssl=settings.ssl_context(), timeout=timeout, allow_redirects=False,
+                        ssl=settings.ssl_context(),
+                        timeout=timeout,
+                        allow_redirects=False,
                     ) as response:
                         if response.status == 401 and not refreshed:
                             self._token = None
                             continue
                         if response.status != 200:
                             text = await response.text()
-                            body = _decode(call, "GET", path, response.status, response.headers.get("Content-Type", ""),
-                                           text, ())
+                            body = _decode(
+                                call,
+                                "GET",
+                                path,
+                                response.status,
+                                response.headers.get("Content-Type", ""),
+                                text,
+                                (),
+                            )
                             _raise_for_status(call, "GET", path, response.status, body, (200,))
                         event, data = "", []
                         async for raw in response.content:
@@ -1011,7 +1142,9 @@ class OpsManagerAsyncHook(HttpAsyncHook):
     async def get_installation_status(self, installation_id: int) -> InstallationStatus:
         """``GET /api/v0/installations/{id}``."""
         call = f"get status of installation {installation_id}"
-        return _installation_status(call, await self._get(call, _Endpoints.INSTALLATION.format(id=int(installation_id))))
+        return _installation_status(
+            call, await self._get(call, _Endpoints.INSTALLATION.format(id=int(installation_id)))
+        )
 
     async def get_installation_logs(self, installation_id: int) -> str:
         """``GET /api/v0/installations/{id}/logs``: the whole log so far."""

@@ -21,7 +21,9 @@ from opsman.exceptions import OpsManagerResponseError
 
 def _require(body: Any, key: str, call: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(body, dict) or key not in body:
-        raise OpsManagerResponseError(f"{call}: the response has no '{key}' field; Ops Manager sent {_excerpt(body)}")
+        raise OpsManagerResponseError(
+            f"{call}: the response has no '{key}' field; Ops Manager sent {_excerpt(body)}"
+        )
     value = body[key]
     if not isinstance(value, kind):
         raise OpsManagerResponseError(
@@ -57,7 +59,7 @@ def parse_api_time(value: str | None) -> dt.datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed
 
 
@@ -71,10 +73,10 @@ def certificate_fingerprint(cert_pem: str) -> str | None:
 
 
 def isoformat(value: dt.datetime | None) -> str | None:
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
-class InstallationStatus(str, enum.Enum):
+class InstallationStatus(enum.StrEnum):
     """Status of an Apply Changes (installation)."""
 
     RUNNING = "running"
@@ -200,7 +202,9 @@ class CertificateChanges:
 
     @staticmethod
     def describe(item: dict[str, Any]) -> str:
-        return str(item.get("variable_path") or item.get("property_reference") or item.get("location") or item)
+        return str(
+            item.get("variable_path") or item.get("property_reference") or item.get("location") or item
+        )
 
 
 @dataclass(frozen=True)
@@ -271,7 +275,9 @@ class DeployedCertificate:
     def from_api(cls, body: Any, call: str) -> DeployedCertificate:
         valid_until = parse_api_time(_require(body, "valid_until", call, str))
         if valid_until is None:
-            raise OpsManagerResponseError(f"{call}: valid_until {body['valid_until']!r} is not an RFC 3339 time")
+            raise OpsManagerResponseError(
+                f"{call}: valid_until {body['valid_until']!r} is not an RFC 3339 time"
+            )
         return cls(
             issuer=str(body.get("issuer") or ""),
             valid_from=parse_api_time(body.get("valid_from")),

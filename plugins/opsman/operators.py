@@ -68,13 +68,22 @@ DIRECTOR_PRODUCT_TYPE = "p-bosh"
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     table = [tuple(str(c) for c in header), *(tuple("" if c is None else str(c) for c in r) for r in rows)]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
 def format_ca_table(cas: Sequence[CertificateAuthority]) -> str:
     return format_table(
         ("GUID", "ACTIVE", "ISSUER", "CREATED", "EXPIRES"),
-        [(ca.guid, "yes" if ca.active else "no", ca.issuer, isoformat(ca.created_at), isoformat(ca.expires_at)) for ca in cas],
+        [
+            (
+                ca.guid,
+                "yes" if ca.active else "no",
+                ca.issuer,
+                isoformat(ca.created_at),
+                isoformat(ca.expires_at),
+            )
+            for ca in cas
+        ],
     )
 
 
@@ -99,11 +108,15 @@ def as_flag(value: Any, name: str) -> bool:
 def window_days(expires_within: str) -> int:
     """Days in an ``expires_within`` value such as ``3m`` (a month counted as 31 days, a year as 366)."""
     if not isinstance(expires_within, str) or not EXPIRES_WITHIN_PATTERN.match(expires_within):
-        raise OpsManagerConfigError(f"expiry window {expires_within!r} must be a number and d, w, m or y, e.g. 3m")
+        raise OpsManagerConfigError(
+            f"expiry window {expires_within!r} must be a number and d, w, m or y, e.g. 3m"
+        )
     return int(expires_within[:-1]) * {"d": 1, "w": 7, "m": 31, "y": 366}[expires_within[-1]]
 
 
-def split_active(cas: Sequence[CertificateAuthority]) -> tuple[CertificateAuthority, list[CertificateAuthority]]:
+def split_active(
+    cas: Sequence[CertificateAuthority],
+) -> tuple[CertificateAuthority, list[CertificateAuthority]]:
     active = [ca for ca in cas if ca.active]
     if len(active) != 1:
         raise RotationStateError(
@@ -135,7 +148,9 @@ class OpsManagerBaseOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> OpsManagerHook:
-        from opsman.hooks import OpsManagerHook  # when a task runs: parsing the DAG file does not need it (see constants)
+        from opsman.hooks import (
+            OpsManagerHook,
+        )  # when a task runs: parsing the DAG file does not need it (see constants)
 
         return OpsManagerHook(opsman_conn_id=self.opsman_conn_id)
 
@@ -155,7 +170,9 @@ class OpsManagerBaseOperator(BaseOperator):
         """The CA to upload instead of generating one, validated; None when none is configured."""
         if not conn_id:
             return None
-        return load_custom_ca(str(conn_id), now=dt.datetime.now(dt.timezone.utc), window_days=window_days(expires_within))
+        return load_custom_ca(
+            str(conn_id), now=dt.datetime.now(dt.UTC), window_days=window_days(expires_within)
+        )
 
     def report_ca_call(self, what: str, result: CaCallResult) -> None:
         """Log a CA call's warnings and certificate lists; fail on certificates Ops Manager could not update."""
@@ -215,7 +232,11 @@ class RotationStepOperator(OpsManagerBaseOperator):
             value = self.carry_over(context, plan)
             if value is not None:
                 context["ti"].xcom_push(key="return_value", value=value)
-            reason = f"already done: {plan.done[self.step]}" if plan.is_done(self.step) else f"dry run: would {self.intent()}"
+            reason = (
+                f"already done: {plan.done[self.step]}"
+                if plan.is_done(self.step)
+                else f"dry run: would {self.intent()}"
+            )
             self.log.info("Skipping %s (%s)", self.step, reason)
             raise AirflowSkipException(reason)
         return self.run_step(context)
@@ -233,12 +254,22 @@ class CheckOpsManagerOperator(OpsManagerBaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        *OpsManagerBaseOperator.template_fields, "expires_within", "if_installation_running", "custom_ca_conn_id",
+        *OpsManagerBaseOperator.template_fields,
+        "expires_within",
+        "if_installation_running",
+        "custom_ca_conn_id",
         "dry_run",
     )
 
-    def __init__(self, *, expires_within: str = "3m", if_installation_running: str = "wait", custom_ca_conn_id: Any = None,
-                 dry_run: Any = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        expires_within: str = "3m",
+        if_installation_running: str = "wait",
+        custom_ca_conn_id: Any = None,
+        dry_run: Any = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.expires_within = expires_within
         self.if_installation_running = if_installation_running
@@ -255,7 +286,9 @@ class CheckOpsManagerOperator(OpsManagerBaseOperator):
         scopes = self.hook.granted_scopes()
         groups = sorted(s for s in scopes or () if s.startswith("opsman."))
         if not groups:
-            self.log.info("The token names no Ops Manager role; a missing permission would fail the first write (HTTP 403)")
+            self.log.info(
+                "The token names no Ops Manager role; a missing permission would fail the first write (HTTP 403)"
+            )
             return "unknown"
         if not set(groups) & set(WRITE_ROLES):
             message = (
@@ -271,40 +304,69 @@ class CheckOpsManagerOperator(OpsManagerBaseOperator):
         if not set(groups) & set(CREDENTIAL_ROLES):
             self.log.info(
                 "Role %s may not read credentials: verification checks Ops Manager certificates by issue time "
-                "instead of by their PEM", ", ".join(groups),
+                "instead of by their PEM",
+                ", ".join(groups),
             )
             return "restricted_control"
         return "full"
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.if_installation_running not in ("wait", "fail"):
-            raise OpsManagerConfigError(f"if_installation_running must be wait or fail, got {self.if_installation_running!r}")
+            raise OpsManagerConfigError(
+                f"if_installation_running must be wait or fail, got {self.if_installation_running!r}"
+            )
         window_days(self.expires_within)
         # Bad input is refused before the first call to Ops Manager.
         uploaded = self.custom_ca(self.custom_ca_conn_id, self.expires_within)
         if uploaded is not None:
-            self.log.info("Rotating to the CA of connection '%s' (SHA-256 %s)", self.custom_ca_conn_id, uploaded.fingerprint)
+            self.log.info(
+                "Rotating to the CA of connection '%s' (SHA-256 %s)",
+                self.custom_ca_conn_id,
+                uploaded.fingerprint,
+            )
         cas = self.authorities()
         role = self.check_role()
         expiring = self.hook.list_deployed_certificates(expires_within=self.expires_within)
-        now = dt.datetime.now(dt.timezone.utc)
-        soon = [ca for ca in cas if ca.expires_at and ca.expires_at <= now + dt.timedelta(days=window_days(self.expires_within))]
+        now = dt.datetime.now(dt.UTC)
+        soon = [
+            ca
+            for ca in cas
+            if ca.expires_at and ca.expires_at <= now + dt.timedelta(days=window_days(self.expires_within))
+        ]
         self.log.info(
             "Certificates expiring within %s: %d deployed, %d CA(s)%s",
-            self.expires_within, len(expiring), len(soon),
-            ("\n" + format_table(("CERTIFICATE", "LOCATION", "VALID UNTIL", "PROCEDURE"),
-                                 [(c.name, c.location, isoformat(c.valid_until), c.rotation_procedure_name) for c in expiring]))
-            if expiring else "",
+            self.expires_within,
+            len(expiring),
+            len(soon),
+            (
+                "\n"
+                + format_table(
+                    ("CERTIFICATE", "LOCATION", "VALID UNTIL", "PROCEDURE"),
+                    [
+                        (c.name, c.location, isoformat(c.valid_until), c.rotation_procedure_name)
+                        for c in expiring
+                    ],
+                )
+            )
+            if expiring
+            else "",
         )
         installations = self.hook.list_installations()
-        running = installations[0] if installations and installations[0].status is InstallationStatus.RUNNING else None
+        running = (
+            installations[0]
+            if installations and installations[0].status is InstallationStatus.RUNNING
+            else None
+        )
         if running is not None:
             if self.if_installation_running == "fail":
                 raise AirflowFailException(
                     f"installation {running.id} (started {isoformat(running.started_at)}) is running on Ops Manager; "
                     "this run was told not to wait (if_installation_running=fail). Trigger again when it has finished."
                 )
-            self.log.info("Installation %d is running; the next task waits for it before the rotation starts", running.id)
+            self.log.info(
+                "Installation %d is running; the next task waits for it before the rotation starts",
+                running.id,
+            )
         watermark = self.push_watermark(context, installations)
         return {
             "certificate_authorities": [ca.summary() for ca in cas],
@@ -325,12 +387,24 @@ class PlanRotationOperator(OpsManagerBaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        *OpsManagerBaseOperator.template_fields, "recent_rotation_days", "initial_apply_changes", "dry_run",
-        "custom_ca_conn_id", "expires_within",
+        *OpsManagerBaseOperator.template_fields,
+        "recent_rotation_days",
+        "initial_apply_changes",
+        "dry_run",
+        "custom_ca_conn_id",
+        "expires_within",
     )
 
-    def __init__(self, *, recent_rotation_days: Any = 7, initial_apply_changes: Any = True, dry_run: Any = False,
-                 custom_ca_conn_id: Any = None, expires_within: str = "3m", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        recent_rotation_days: Any = 7,
+        initial_apply_changes: Any = True,
+        dry_run: Any = False,
+        custom_ca_conn_id: Any = None,
+        expires_within: str = "3m",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.recent_rotation_days = recent_rotation_days
         self.initial_apply_changes = initial_apply_changes
@@ -342,12 +416,14 @@ class PlanRotationOperator(OpsManagerBaseOperator):
         try:
             recent_days = float(self.recent_rotation_days)
         except (TypeError, ValueError):
-            raise OpsManagerConfigError(f"recent_rotation_days must be a number, got {self.recent_rotation_days!r}") from None
+            raise OpsManagerConfigError(
+                f"recent_rotation_days must be a number, got {self.recent_rotation_days!r}"
+            ) from None
         uploaded = self.custom_ca(self.custom_ca_conn_id, self.expires_within)
         plan = plan_rotation(
             self.authorities(),
             self.hook.list_installations(),
-            now=dt.datetime.now(dt.timezone.utc),
+            now=dt.datetime.now(dt.UTC),
             recent_rotation_days=recent_days,
             initial_apply_changes=as_flag(self.initial_apply_changes, "initial_apply_changes"),
             target_fingerprint=uploaded.fingerprint if uploaded else None,
@@ -368,7 +444,11 @@ class PendingChangesCheckOperator(OpsManagerBaseOperator):
     :param allow_pending_changes: deploy other staged changes too (templated).
     """
 
-    template_fields: Sequence[str] = (*OpsManagerBaseOperator.template_fields, "plan", "allow_pending_changes")
+    template_fields: Sequence[str] = (
+        *OpsManagerBaseOperator.template_fields,
+        "plan",
+        "allow_pending_changes",
+    )
 
     def __init__(self, *, plan: Any = None, allow_pending_changes: Any = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -406,7 +486,11 @@ class GenerateCertificateAuthorityOperator(RotationStepOperator):
     """
 
     step = GENERATE
-    template_fields: Sequence[str] = (*RotationStepOperator.template_fields, "custom_ca_conn_id", "expires_within")
+    template_fields: Sequence[str] = (
+        *RotationStepOperator.template_fields,
+        "custom_ca_conn_id",
+        "expires_within",
+    )
 
     def __init__(self, *, custom_ca_conn_id: Any = None, expires_within: str = "3m", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -451,12 +535,16 @@ class GenerateCertificateAuthorityOperator(RotationStepOperator):
         uploaded = self.custom_ca(self.custom_ca_conn_id, self.expires_within)
         existing = self._existing_new_ca(self.authorities(), uploaded)
         if existing is not None:
-            self.log.info("Adopting CA %s, made earlier and still inactive; not making another", existing.guid)
+            self.log.info(
+                "Adopting CA %s, made earlier and still inactive; not making another", existing.guid
+            )
             new_ca = existing
         else:
             try:
                 if uploaded is not None:
-                    result = self.hook.create_certificate_authority(uploaded.cert_pem, uploaded.private_key_pem)
+                    result = self.hook.create_certificate_authority(
+                        uploaded.cert_pem, uploaded.private_key_pem
+                    )
                 else:
                     result = self.hook.generate_certificate_authority()
             except OpsManagerTransientError:
@@ -471,7 +559,9 @@ class GenerateCertificateAuthorityOperator(RotationStepOperator):
                 assert result.authority is not None
                 new_ca = result.authority
                 if new_ca.active:
-                    raise RotationStateError(f"Ops Manager made CA {new_ca.guid} active at once; expected inactive")
+                    raise RotationStateError(
+                        f"Ops Manager made CA {new_ca.guid} active at once; expected inactive"
+                    )
                 self.log.info("%s: new CA %s (inactive), expires %s", what, new_ca.guid, new_ca.expires_on)
         self.push_watermark(context)
         return new_ca.guid
@@ -513,7 +603,9 @@ class VerifyCertificateAuthoritiesOperator(RotationStepOperator):
             self.log.info("New CA %s is already active; the old CA is %s", new_ca.guid, old_ca.guid)
         else:
             old_ca, _ = split_active(cas)
-            self.log.info("New CA %s is present and inactive; the active (old) CA is %s", new_ca.guid, old_ca.guid)
+            self.log.info(
+                "New CA %s is present and inactive; the active (old) CA is %s", new_ca.guid, old_ca.guid
+            )
         return old_ca.guid
 
 
@@ -546,7 +638,9 @@ class ActivateCertificateAuthorityOperator(RotationStepOperator):
             try:
                 result = self.hook.activate_certificate_authority(self.new_ca_guid)
             except OpsManagerTransientError:
-                self.log.warning("The activate call's outcome is unknown; reading Ops Manager's CAs to find out")
+                self.log.warning(
+                    "The activate call's outcome is unknown; reading Ops Manager's CAs to find out"
+                )
                 if not self._state().active:
                     raise
                 self.log.info("The interrupted activate call did activate CA %s", self.new_ca_guid)
@@ -586,7 +680,9 @@ class RegenerateCertificatesOperator(RotationStepOperator):
         try:
             result = self.hook.regenerate_certificates()
         except OpsManagerTransientError as err:
-            self.log.warning("The regenerate call's outcome is unknown (%s); calling it once more (safe to repeat)", err)
+            self.log.warning(
+                "The regenerate call's outcome is unknown (%s); calling it once more (safe to repeat)", err
+            )
             result = self.hook.regenerate_certificates()
         self.report_ca_call("regenerate certificates", result)
         self.log.info("Regenerated the non-configurable leaf certificates under CA %s", active.guid)
@@ -641,7 +737,9 @@ class DeleteCertificateAuthorityOperator(RotationStepOperator):
             except OpsManagerNotFoundError:
                 self.log.info("CA %s was deleted meanwhile; nothing to delete", self.old_ca_guid)
             except OpsManagerTransientError:
-                self.log.warning("The delete call's outcome is unknown; reading Ops Manager's CAs to find out")
+                self.log.warning(
+                    "The delete call's outcome is unknown; reading Ops Manager's CAs to find out"
+                )
                 if self._old_ca_present():
                     raise
                 self.log.info("The interrupted delete call did delete CA %s", self.old_ca_guid)
@@ -731,7 +829,11 @@ class ApplyChangesOperator(RotationStepOperator):
         if isinstance(products, str) and products not in ("all", "none"):
             products = [p.strip() for p in products.split(",") if p.strip()]
         if not isinstance(products, str):
-            if not isinstance(products, (list, tuple)) or not products or not all(isinstance(p, str) for p in products):
+            if (
+                not isinstance(products, (list, tuple))
+                or not products
+                or not all(isinstance(p, str) for p in products)
+            ):
                 raise OpsManagerConfigError(
                     f"deploy_products must be 'all', 'none' or a non-empty list of product GUIDs or names, got {products!r}"
                 )
@@ -742,7 +844,9 @@ class ApplyChangesOperator(RotationStepOperator):
             )
         if not isinstance(products, str) or errands:
             known = self._product_guids()
-            unknown = [p for p in ([] if isinstance(products, str) else products) + list(errands) if p not in known]
+            unknown = [
+                p for p in ([] if isinstance(products, str) else products) + list(errands) if p not in known
+            ]
             if unknown:
                 raise OpsManagerConfigError(
                     f"unknown product(s) {', '.join(unknown)}: Ops Manager has {', '.join(sorted(set(known)))}"
@@ -767,28 +871,36 @@ class ApplyChangesOperator(RotationStepOperator):
             is_ours = after is not None and newest.id > after
             if newest.status is InstallationStatus.RUNNING:
                 if is_ours:
-                    self.log.info("Installation %d is running and carries this step's change; attaching", newest.id)
+                    self.log.info(
+                        "Installation %d is running and carries this step's change; attaching", newest.id
+                    )
                     return newest
                 self.log.info(
                     "Installation %d started before this step's change and is still running; waiting for it to "
-                    "end before starting a new Apply Changes (Ops Manager runs one at a time)", newest.id
+                    "end before starting a new Apply Changes (Ops Manager runs one at a time)",
+                    newest.id,
                 )
                 time.sleep(float(self.wait_poll_seconds))
                 continue
             if is_ours and newest.status.is_successful:
-                self.log.info("Installation %d succeeded after this step's change; nothing to start", newest.id)
+                self.log.info(
+                    "Installation %d succeeded after this step's change; nothing to start", newest.id
+                )
                 return newest
             return None
 
     def run_step(self, context: Context) -> int | None:
         if self.apply_changes_mode not in APPLY_MODES:
-            raise OpsManagerConfigError(f"apply_changes_mode must be api or manual, got {self.apply_changes_mode!r}")
+            raise OpsManagerConfigError(
+                f"apply_changes_mode must be api or manual, got {self.apply_changes_mode!r}"
+            )
         after = optional_int(self.after_installation_id, "after_installation_id")
         if self.apply_changes_mode == "manual":
             context["ti"].xcom_push(key=AFTER_INSTALLATION_KEY, value=after or 0)
             self.log.info(
                 "Manual mode: click Apply Changes in Ops Manager now. The next task waits for an installation "
-                "newer than %s to start and succeed.", after or 0,
+                "newer than %s to start and succeed.",
+                after or 0,
             )
             return None
         options = self.options()
@@ -828,7 +940,9 @@ def _key_identifier(pem: str, extension: type) -> str | None:
 
 
 def _refusal(err: OpsManagerApiError) -> str:
-    return f"PEM read refused: HTTP {err.status}" if err.status == 403 else f"PEM not found: HTTP {err.status}"
+    return (
+        f"PEM read refused: HTTP {err.status}" if err.status == 403 else f"PEM not found: HTTP {err.status}"
+    )
 
 
 class VerifyRotationOperator(OpsManagerBaseOperator):
@@ -849,11 +963,22 @@ class VerifyRotationOperator(OpsManagerBaseOperator):
 
     operator_extra_links = (OpsManagerCertificatesLink(),)
     template_fields: Sequence[str] = (
-        *OpsManagerBaseOperator.template_fields, "new_ca_guid", "old_ca_key_id", "expires_within", "dry_run",
+        *OpsManagerBaseOperator.template_fields,
+        "new_ca_guid",
+        "old_ca_key_id",
+        "expires_within",
+        "dry_run",
     )
 
-    def __init__(self, *, new_ca_guid: Any, old_ca_key_id: Any = None, expires_within: str = "3m", dry_run: Any = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        new_ca_guid: Any,
+        old_ca_key_id: Any = None,
+        expires_within: str = "3m",
+        dry_run: Any = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.new_ca_guid = new_ca_guid
         self.old_ca_key_id = old_ca_key_id
@@ -877,20 +1002,33 @@ class VerifyRotationOperator(OpsManagerBaseOperator):
         cas = self.authorities()
         new_ca = next((ca for ca in cas if ca.guid == self.new_ca_guid), None)
         if [ca.guid for ca in cas] != [self.new_ca_guid]:
-            problems.append(f"expected exactly one CA, the new {self.new_ca_guid}; found {', '.join(ca.guid for ca in cas)}")
+            problems.append(
+                f"expected exactly one CA, the new {self.new_ca_guid}; found {', '.join(ca.guid for ca in cas)}"
+            )
         if new_ca is not None and not new_ca.active:
             problems.append(f"the new CA {new_ca.guid} is not active")
-        deadline = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=window_days(self.expires_within))
+        deadline = dt.datetime.now(dt.UTC) + dt.timedelta(days=window_days(self.expires_within))
         if new_ca is not None and new_ca.expires_at is not None and new_ca.expires_at <= deadline:
-            problems.append(f"the new CA expires {isoformat(new_ca.expires_at)}, within {self.expires_within}")
+            problems.append(
+                f"the new CA expires {isoformat(new_ca.expires_at)}, within {self.expires_within}"
+            )
         new_key = new_ca.subject_key_identifier if new_ca else None
 
         rows, excluded = [], []
         refused: str | None = None  # after one 403 every credential read of this role is refused: stop asking
         for cert in self.hook.list_deployed_certificates():
             if cert.configurable or cert.is_ca:
-                excluded.append({"certificate": cert.name, "procedure": cert.rotation_procedure_name or
-                                 ("configurable: rotate in the Ops Manager UI" if cert.configurable else "a CA with its own procedure")})
+                excluded.append(
+                    {
+                        "certificate": cert.name,
+                        "procedure": cert.rotation_procedure_name
+                        or (
+                            "configurable: rotate in the Ops Manager UI"
+                            if cert.configurable
+                            else "a CA with its own procedure"
+                        ),
+                    }
+                )
                 continue
             pem, why_not = None, "CredHub: no PEM in the Ops Manager API"
             if cert.location == "ops_manager" and cert.product_guid and cert.property_reference:
@@ -909,26 +1047,52 @@ class VerifyRotationOperator(OpsManagerBaseOperator):
                 made = new_ca.created_at if new_ca else None
                 issued_after = cert.valid_from is not None and made is not None and cert.valid_from >= made
                 verdict, how = ("new CA" if issued_after else "OLD CA"), f"issue time ({why_not})"
-            rows.append({"certificate": cert.name, "location": cert.location, "valid_until": isoformat(cert.valid_until),
-                         "signed_by": verdict, "checked_by": how})
+            rows.append(
+                {
+                    "certificate": cert.name,
+                    "location": cert.location,
+                    "valid_until": isoformat(cert.valid_until),
+                    "signed_by": verdict,
+                    "checked_by": how,
+                }
+            )
         stale = [r["certificate"] for r in rows if r["signed_by"] != "new CA"]
         if stale:
-            problems.append(f"{len(stale)} deployed certificate(s) do not chain to the new CA: {', '.join(stale)}")
+            problems.append(
+                f"{len(stale)} deployed certificate(s) do not chain to the new CA: {', '.join(stale)}"
+            )
         self.log.info(
             "Deployed certificates after the rotation:\n%s",
-            format_table(("CERTIFICATE", "LOCATION", "VALID UNTIL", "SIGNED BY", "CHECKED BY"), [list(r.values()) for r in rows]),
+            format_table(
+                ("CERTIFICATE", "LOCATION", "VALID UNTIL", "SIGNED BY", "CHECKED BY"),
+                [list(r.values()) for r in rows],
+            ),
         )
         for item in excluded:
-            self.log.info("Excluded, needs its own procedure: %s (%s)", item["certificate"], item["procedure"])
+            self.log.info(
+                "Excluded, needs its own procedure: %s (%s)", item["certificate"], item["procedure"]
+            )
         checked = {
             "key identifier": sum(r["checked_by"] == "key identifier" for r in rows),
             "issue time": sum(r["checked_by"].startswith("issue time") for r in rows),
         }
-        self.log.info("Checked %d certificate(s) by key identifier and %d by issue time",
-                      checked["key identifier"], checked["issue time"])
-        report = {"new_ca": new_ca.summary() if new_ca else None, "certificates": rows, "excluded": excluded,
-                  "checked_by": checked, "problems": problems}
+        self.log.info(
+            "Checked %d certificate(s) by key identifier and %d by issue time",
+            checked["key identifier"],
+            checked["issue time"],
+        )
+        report = {
+            "new_ca": new_ca.summary() if new_ca else None,
+            "certificates": rows,
+            "excluded": excluded,
+            "checked_by": checked,
+            "problems": problems,
+        }
         if problems:
             raise AirflowFailException("Rotation verification failed: " + "; ".join(problems))
-        self.log.info("Verified: CA %s is the only CA, active, and signs all %d rotated certificates", self.new_ca_guid, len(rows))
+        self.log.info(
+            "Verified: CA %s is the only CA, active, and signs all %d rotated certificates",
+            self.new_ca_guid,
+            len(rows),
+        )
         return report

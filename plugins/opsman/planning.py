@@ -40,7 +40,17 @@ REGENERATE = "regenerate_certificates"
 APPLY_LEAVES = "apply_regenerated_certificates"
 DELETE = "delete_ca"
 APPLY_DELETE = "apply_old_ca_deletion"
-STEPS = (INITIAL_APPLY, GENERATE, VERIFY, APPLY_NEW_CA, ACTIVATE, REGENERATE, APPLY_LEAVES, DELETE, APPLY_DELETE)
+STEPS = (
+    INITIAL_APPLY,
+    GENERATE,
+    VERIFY,
+    APPLY_NEW_CA,
+    ACTIVATE,
+    REGENERATE,
+    APPLY_LEAVES,
+    DELETE,
+    APPLY_DELETE,
+)
 
 NOT_STARTED, GENERATED, ACTIVATED, OLD_CA_DELETED = "not_started", "generated", "activated", "old_ca_deleted"
 
@@ -71,7 +81,9 @@ class RotationPlan:
         return step in self.done
 
     def describe(self) -> str:
-        lines = [f"Rotation stage: {self.stage} (old CA {self.old_ca_guid or '-'}, new CA {self.new_ca_guid or 'not yet generated'})"]
+        lines = [
+            f"Rotation stage: {self.stage} (old CA {self.old_ca_guid or '-'}, new CA {self.new_ca_guid or 'not yet generated'})"
+        ]
         for step in STEPS:
             lines.append(f"  {step:<32} {'done: ' + self.done[step] if step in self.done else 'to do'}")
         return "\n".join(lines)
@@ -79,7 +91,8 @@ class RotationPlan:
 
 def _succeeded_after(installations: Sequence[Installation], moment: dt.datetime) -> list[Installation]:
     return [
-        i for i in installations
+        i
+        for i in installations
         if i.status is InstallationStatus.SUCCEEDED and i.started_at is not None and i.started_at > moment
     ]
 
@@ -107,7 +120,8 @@ def _succeeded_since(installations: Sequence[Installation], moment: dt.datetime 
 
 def _table(cas: Sequence[CertificateAuthority]) -> str:
     return "; ".join(
-        f"{ca.guid} ({'active' if ca.active else 'inactive'}, made {isoformat(ca.created_at) or '?'})" for ca in cas
+        f"{ca.guid} ({'active' if ca.active else 'inactive'}, made {isoformat(ca.created_at) or '?'})"
+        for ca in cas
     )
 
 
@@ -135,7 +149,11 @@ def plan_rotation(
     (current,) = active
     newest_id = installations[0].id if installations else 0
     done: dict[str, str] = {}
-    if target_fingerprint is not None and inactive and target_fingerprint not in {ca.fingerprint for ca in cas}:
+    if (
+        target_fingerprint is not None
+        and inactive
+        and target_fingerprint not in {ca.fingerprint for ca in cas}
+    ):
         raise RotationStateError(
             f"neither CA on Ops Manager is the CA to upload: {_table(cas)}. Finish or clean up the other rotation first."
         )
@@ -143,7 +161,9 @@ def plan_rotation(
     if not inactive:
         age = now - current.created_at
         is_target = target_fingerprint is not None and current.fingerprint == target_fingerprint
-        if not is_target and (target_fingerprint is not None or age >= dt.timedelta(days=recent_rotation_days)):
+        if not is_target and (
+            target_fingerprint is not None or age >= dt.timedelta(days=recent_rotation_days)
+        ):
             if not initial_apply_changes:
                 done[INITIAL_APPLY] = "Param initial_apply_changes is false"
             return RotationPlan(NOT_STARTED, current.guid, None, done, {}, current.subject_key_identifier)
@@ -151,7 +171,8 @@ def plan_rotation(
         applies = _succeeded_since(installations, _added_at(current, is_target))
         for step in STEPS[:-1]:
             done[step] = (
-                f"the only CA, {current.guid}, is the uploaded CA" if is_target
+                f"the only CA, {current.guid}, is the uploaded CA"
+                if is_target
                 else f"the only CA, {current.guid}, was made {age.days} day(s) ago"
             ) + ": the old CA is already deleted"
         if len(applies) >= 3:
@@ -173,7 +194,9 @@ def plan_rotation(
         added = _added_at(new, target_fingerprint is not None)
         applies = _succeeded_since(installations, added)
         if applies:
-            done[APPLY_NEW_CA] = f"installation {applies[0].id} started after CA {new.guid} was made and succeeded"
+            done[APPLY_NEW_CA] = (
+                f"installation {applies[0].id} started after CA {new.guid} was made and succeeded"
+            )
         watermarks = {GENERATE: _watermark_before(installations, added) if added else newest_id}
         return RotationPlan(GENERATED, old.guid, new.guid, done, watermarks, old.subject_key_identifier)
 

@@ -40,7 +40,12 @@ class ApplyChangesSensor(BaseSensorOperator):
     """
 
     operator_extra_links = (OpsManagerInstallationLink(),)
-    template_fields: Sequence[str] = ("opsman_conn_id", "installation_id", "after_installation_id", "poll_interval_seconds")
+    template_fields: Sequence[str] = (
+        "opsman_conn_id",
+        "installation_id",
+        "after_installation_id",
+        "poll_interval_seconds",
+    )
     ui_color = "#f6eccf"
 
     def __init__(
@@ -67,7 +72,9 @@ class ApplyChangesSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> OpsManagerHook:
-        from opsman.hooks import OpsManagerHook  # when a task runs: parsing the DAG file does not need it (see constants)
+        from opsman.hooks import (
+            OpsManagerHook,
+        )  # when a task runs: parsing the DAG file does not need it (see constants)
 
         return OpsManagerHook(opsman_conn_id=self.opsman_conn_id)
 
@@ -76,10 +83,14 @@ class ApplyChangesSensor(BaseSensorOperator):
         try:
             return int(self.installation_id)
         except (TypeError, ValueError):
-            raise OpsManagerError(f"installation_id must be an integer, got {self.installation_id!r}") from None
+            raise OpsManagerError(
+                f"installation_id must be an integer, got {self.installation_id!r}"
+            ) from None
 
     def _print_new_log(self, final: bool = False) -> None:
-        text, self._log_offset = new_log_text(self.hook.get_installation_logs(self._id), self._log_offset, final)
+        text, self._log_offset = new_log_text(
+            self.hook.get_installation_logs(self._id), self._log_offset, final
+        )
         for line in text.splitlines():
             self.log.info("[installation %d] %s", self._id, line)
         self._last_log_fetch = time.monotonic()
@@ -99,7 +110,9 @@ class ApplyChangesSensor(BaseSensorOperator):
             self.installation_id = installations[0].id
             self.log.info("Installation %d was started in Ops Manager; waiting for it to finish", self._id)
             return True
-        self.log.info("Waiting for someone to click Apply Changes in Ops Manager (an installation newer than %d)", after)
+        self.log.info(
+            "Waiting for someone to click Apply Changes in Ops Manager (an installation newer than %d)", after
+        )
         return False
 
     def poke(self, context: Context) -> bool:
@@ -107,7 +120,9 @@ class ApplyChangesSensor(BaseSensorOperator):
             return False
         status = self.hook.get_installation_status(self._id)
         # In reschedule mode every poke is a new process with no offset: the log only at the end, once.
-        periodic = not self.reschedule and time.monotonic() - self._last_log_fetch >= self.log_interval_seconds
+        periodic = (
+            not self.reschedule and time.monotonic() - self._last_log_fetch >= self.log_interval_seconds
+        )
         if status.is_terminal or periodic:
             self._print_new_log(final=status.is_terminal)
         if status is InstallationStatus.FAILED:
@@ -121,8 +136,13 @@ class ApplyChangesSensor(BaseSensorOperator):
     def execute(self, context: Context) -> int:
         self.poke_interval = float(self.poll_interval_seconds)
         self.installation_id = optional_int(self.installation_id, "installation_id")
-        if self.installation_id is None and optional_int(self.after_installation_id, "after_installation_id") is None:
-            raise AirflowSkipException("the Apply Changes step was skipped; there is no installation to wait for")
+        if (
+            self.installation_id is None
+            and optional_int(self.after_installation_id, "after_installation_id") is None
+        ):
+            raise AirflowSkipException(
+                "the Apply Changes step was skipped; there is no installation to wait for"
+            )
         if not self.deferrable:
             super().execute(context)
             return self._id

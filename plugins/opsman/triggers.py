@@ -126,19 +126,26 @@ class InstallationTrigger(BaseTrigger):
                             self.log_offset = position
             trouble = "the stream ended before its exit event"
         except OpsManagerNotFoundError:
-            self.log.info("This Ops Manager has no streaming log endpoint; polling the installation log instead")
+            self.log.info(
+                "This Ops Manager has no streaming log endpoint; polling the installation log instead"
+            )
             self.stream_logs = False
             return
         except (OpsManagerError, ValueError) as err:  # ValueError: aiohttp's "line too long"
             trouble = str(err)
         self._stream_breaks += 1
         if self._stream_breaks > MAX_STREAM_BREAKS:
-            self.log.warning("Streaming the installation log failed %d times (%s); polling it instead",
-                             self._stream_breaks, trouble)
+            self.log.warning(
+                "Streaming the installation log failed %d times (%s); polling it instead",
+                self._stream_breaks,
+                trouble,
+            )
             self.stream_logs = False
         else:
-            self.log.info("Streaming the installation log broke (%s); reopening it (it replays, printed lines are skipped)",
-                          trouble)
+            self.log.info(
+                "Streaming the installation log broke (%s); reopening it (it replays, printed lines are skipped)",
+                trouble,
+            )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = OpsManagerAsyncHook(opsman_conn_id=self.opsman_conn_id)
@@ -148,7 +155,9 @@ class InstallationTrigger(BaseTrigger):
                 installations = await hook.list_installations()
                 if installations and installations[0].id > (self.after_installation_id or 0):
                     self.installation_id = installations[0].id
-                    self.log.info("Installation %d was started; waiting for it to finish", self.installation_id)
+                    self.log.info(
+                        "Installation %d was started; waiting for it to finish", self.installation_id
+                    )
                     break
                 if self.end_time is not None and time.time() >= self.end_time:
                     yield self._event("timeout", "nobody started an Apply Changes before the deadline")
@@ -157,11 +166,16 @@ class InstallationTrigger(BaseTrigger):
             while True:
                 status = await hook.get_installation_status(self.installation_id)
                 past_deadline = self.end_time is not None and time.time() >= self.end_time
-                if self.stream_logs and not status.is_terminal and not self._streamed_to_end and not past_deadline:
+                if (
+                    self.stream_logs
+                    and not status.is_terminal
+                    and not self._streamed_to_end
+                    and not past_deadline
+                ):
                     left = None if self.end_time is None else self.end_time - time.time()
                     try:
                         await asyncio.wait_for(self._stream_log(hook), timeout=left)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass  # the deadline check below ends the wait
                     continue
                 now = time.monotonic()
@@ -173,8 +187,12 @@ class InstallationTrigger(BaseTrigger):
                     yield self._event(status.value, f"installation {self.installation_id} {status.value}")
                     return
                 if self.end_time is not None and time.time() >= self.end_time:
-                    yield self._event("timeout", f"installation {self.installation_id} still running at the deadline")
+                    yield self._event(
+                        "timeout", f"installation {self.installation_id} still running at the deadline"
+                    )
                     return
                 await asyncio.sleep(self.poll_interval_seconds)
         except Exception as err:  # every failure reaches the task as one clear event
-            yield self._event("error", f"{type(err).__name__}: {err}", permanent=isinstance(err, AirflowFailException))
+            yield self._event(
+                "error", f"{type(err).__name__}: {err}", permanent=isinstance(err, AirflowFailException)
+            )

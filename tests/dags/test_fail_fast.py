@@ -30,7 +30,10 @@ def _missing_host(sim) -> dict:
     ("mistake", "remedy"),
     [
         (_http, "uses plain http, which would send credentials unencrypted; use https"),
-        (_wrong_password, "Check the login/password or client_id/client_secret of connection 'opsman_default'"),
+        (
+            _wrong_password,
+            "Check the login/password or client_id/client_secret of connection 'opsman_default'",
+        ),
         (_missing_host, "does not resolve (no such name in DNS). Check the host"),
     ],
     ids=["plain-http", "wrong-password", "missing-host"],

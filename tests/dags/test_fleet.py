@@ -14,10 +14,11 @@ import pytest
 import yaml
 from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.state import DagRunState, TaskInstanceState
-from opsman.sensors import ApplyChangesSensor
-from opsman_simulator.process import SimulatorProcess
 from recording_notifier import calls
 from support import SIM_PASSWORD, SIM_USER, api_writes, check_rotation_invariants, connection_json
+
+from opsman.sensors import ApplyChangesSensor
+from opsman_simulator.process import SimulatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -27,8 +28,13 @@ NOTIFIER = "recording_notifier.RecordingNotifier"
 @pytest.fixture(scope="module")
 def young_sim(tmp_path_factory):
     """A foundation whose root CA was made 10 days ago (expires in about 4 years)."""
-    sim = SimulatorProcess(tmp_path_factory.mktemp("young"), apply_seconds=0.5, username=SIM_USER, password=SIM_PASSWORD,
-                           extra_args=["--initial-ca-age-days", "10"]).start()
+    sim = SimulatorProcess(
+        tmp_path_factory.mktemp("young"),
+        apply_seconds=0.5,
+        username=SIM_USER,
+        password=SIM_PASSWORD,
+        extra_args=["--initial-ca-age-days", "10"],
+    ).start()
     yield sim
     sim.stop()
 
@@ -36,8 +42,13 @@ def young_sim(tmp_path_factory):
 @pytest.fixture(scope="module")
 def newer_sim(tmp_path_factory):
     """An Ops Manager 2.10+ (names the rotation procedure of each certificate), CA 1200 days old."""
-    sim = SimulatorProcess(tmp_path_factory.mktemp("newer"), apply_seconds=0.5, username=SIM_USER, password=SIM_PASSWORD,
-                           extra_args=["--answer-style", "2.10"]).start()
+    sim = SimulatorProcess(
+        tmp_path_factory.mktemp("newer"),
+        apply_seconds=0.5,
+        username=SIM_USER,
+        password=SIM_PASSWORD,
+        extra_args=["--answer-style", "2.10"],
+    ).start()
     yield sim
     sim.stop()
 
@@ -76,9 +87,14 @@ def xcom(dag_run, task_id: str):
     from sqlalchemy import select
 
     with create_session() as session:
-        value = session.scalar(select(XComModel.value).where(
-            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-            XComModel.task_id == task_id, XComModel.key == "return_value"))
+        value = session.scalar(
+            select(XComModel.value).where(
+                XComModel.dag_id == dag_run.dag_id,
+                XComModel.run_id == dag_run.run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == "return_value",
+            )
+        )
     return XComModel.deserialize_value(type("Row", (), {"value": value})()) if value is not None else None
 
 
@@ -98,26 +114,50 @@ def as_scheduled(monkeypatch):
 
 
 ROTATION_TASK_IDS = [
-    "preflight.check_ops_manager", "preflight.wait_for_running_installation", "preflight.plan_rotation",
+    "preflight.check_ops_manager",
+    "preflight.wait_for_running_installation",
+    "preflight.plan_rotation",
     "preflight.check_pending_changes",
-    *(f"{g}.{t}" for g in ("initial_apply_changes", "activate_new_ca", "regenerate_certificates", "delete_old_ca")
-      for t in ("apply_changes", "wait_for_apply_changes")),
-    "create_new_ca.generate_ca", "activate_new_ca.verify_new_ca_inactive", "activate_new_ca.activate_ca",
-    "regenerate_certificates.regenerate_leaf_certificates", "delete_old_ca.delete_ca", "verify.verify_rotation", "summary",
+    *(
+        f"{g}.{t}"
+        for g in ("initial_apply_changes", "activate_new_ca", "regenerate_certificates", "delete_old_ca")
+        for t in ("apply_changes", "wait_for_apply_changes")
+    ),
+    "create_new_ca.generate_ca",
+    "activate_new_ca.verify_new_ca_inactive",
+    "activate_new_ca.activate_ca",
+    "regenerate_certificates.regenerate_leaf_certificates",
+    "delete_old_ca.delete_ca",
+    "verify.verify_rotation",
+    "summary",
 ]
 FAST = {"poll_interval_seconds": 1, "apply_changes": {"initial": False}}
 
 
 class TestFleetDags:
-    def test_three_foundations_give_three_rotation_dags_and_the_report(self, fleet, sim, young_sim, newer_sim):
-        fleet({"east": (sim, {}), "west": (young_sim, {"schedule": "0 6 * * 1-4", "expires_within": "6w"}),
-               "lab": (newer_sim, {"schedule": None, "apply_changes": {"deploy_products": "none"}})})
+    def test_three_foundations_give_three_rotation_dags_and_the_report(
+        self, fleet, sim, young_sim, newer_sim
+    ):
+        fleet(
+            {
+                "east": (sim, {}),
+                "west": (young_sim, {"schedule": "0 6 * * 1-4", "expires_within": "6w"}),
+                "lab": (newer_sim, {"schedule": None, "apply_changes": {"deploy_products": "none"}}),
+            }
+        )
         bag = dagbag()
-        assert set(bag.dag_ids) == {"opsman_ca_rotation__east", "opsman_ca_rotation__west", "opsman_ca_rotation__lab",
-                                    "opsman_certificate_expiry_report"}
+        assert set(bag.dag_ids) == {
+            "opsman_ca_rotation__east",
+            "opsman_ca_rotation__west",
+            "opsman_ca_rotation__lab",
+            "opsman_certificate_expiry_report",
+        }
         east, west, lab = (bag.dags[f"opsman_ca_rotation__{n}"] for n in ("east", "west", "lab"))
         check = "preflight.check_ops_manager"
-        assert east.get_task(check).opsman_conn_id == "opsman_east_conn" and west.get_task(check).opsman_conn_id == "opsman_west_conn"
+        assert (
+            east.get_task(check).opsman_conn_id == "opsman_east_conn"
+            and west.get_task(check).opsman_conn_id == "opsman_west_conn"
+        )
         assert west.get_task(check).expires_within == "6w"
         assert lab.get_task("initial_apply_changes.apply_changes").deploy_products == "none"
         assert (east.schedule, west.schedule, lab.schedule) == ("@daily", "0 6 * * 1-4", None)
@@ -127,50 +167,118 @@ class TestFleetDags:
         assert east.get_task("preflight.check_ops_manager").upstream_task_ids == {"rotation_due"}
         assert {t.task_id for t in due.get_flat_relatives(upstream=False)} == set(ROTATION_TASK_IDS)
 
-    def test_the_form_has_only_the_per_run_choices_and_every_setting_comes_from_the_fleet_file(self, fleet, sim, young_sim):
+    def test_the_form_has_only_the_per_run_choices_and_every_setting_comes_from_the_fleet_file(
+        self, fleet, sim, young_sim
+    ):
         errands = {"cf": {"run_post_deploy": {"smoke-tests": True}}}
-        options = {"deploy_products": ["cf"], "errands": errands, "recreate_vms": True, "force_latest_variables": True,
-                   "ignore_warnings": True, "mode": "manual", "initial": False}
-        fleet({"east": (sim, {"expires_within": "6w", "poll_interval_seconds": 7, "wait_mode": "reschedule",
-                              "if_installation_running": "fail", "custom_ca_conn_id": "my_ca", "apply_changes": options}),
-               "west": (young_sim, {})})
+        options = {
+            "deploy_products": ["cf"],
+            "errands": errands,
+            "recreate_vms": True,
+            "force_latest_variables": True,
+            "ignore_warnings": True,
+            "mode": "manual",
+            "initial": False,
+        }
+        fleet(
+            {
+                "east": (
+                    sim,
+                    {
+                        "expires_within": "6w",
+                        "poll_interval_seconds": 7,
+                        "wait_mode": "reschedule",
+                        "if_installation_running": "fail",
+                        "custom_ca_conn_id": "my_ca",
+                        "apply_changes": options,
+                    },
+                ),
+                "west": (young_sim, {}),
+            }
+        )
         bag = dagbag()
         east, west = bag.dags["opsman_ca_rotation__east"], bag.dags["opsman_ca_rotation__west"]
         for dag in (east, west):
-            assert list(dag.params.keys()) == ["dry_run", "only_if_due", "allow_pending_changes", "recent_rotation_days"]
-            assert dict(dag.params) == {"dry_run": False, "only_if_due": False, "allow_pending_changes": False,
-                                        "recent_rotation_days": 7}
-            assert all(not t.params for t in dag.tasks), "tasks carry no copy of the form; runs merge the DAG's"
-        expected = {"opsman_conn_id": "opsman_east_conn", "expires_within": "6w", "poll_interval_seconds": 7,
-                    "wait_poll_seconds": 7, "if_installation_running": "fail", "custom_ca_conn_id": "my_ca",
-                    "deploy_products": ["cf"], "errands": errands, "recreate_vms": True, "force_latest_variables": True,
-                    "ignore_warnings": True, "apply_changes_mode": "manual", "initial_apply_changes": False}
+            assert list(dag.params.keys()) == [
+                "dry_run",
+                "only_if_due",
+                "allow_pending_changes",
+                "recent_rotation_days",
+            ]
+            assert dict(dag.params) == {
+                "dry_run": False,
+                "only_if_due": False,
+                "allow_pending_changes": False,
+                "recent_rotation_days": 7,
+            }
+            assert all(not t.params for t in dag.tasks), (
+                "tasks carry no copy of the form; runs merge the DAG's"
+            )
+        expected = {
+            "opsman_conn_id": "opsman_east_conn",
+            "expires_within": "6w",
+            "poll_interval_seconds": 7,
+            "wait_poll_seconds": 7,
+            "if_installation_running": "fail",
+            "custom_ca_conn_id": "my_ca",
+            "deploy_products": ["cf"],
+            "errands": errands,
+            "recreate_vms": True,
+            "force_latest_variables": True,
+            "ignore_warnings": True,
+            "apply_changes_mode": "manual",
+            "initial_apply_changes": False,
+        }
         seen: dict[str, set] = {}
         for task in east.tasks:
             for name, value in expected.items():
                 if hasattr(task, name):
                     assert getattr(task, name) == value, (task.task_id, name)
-                    assert name not in task.template_fields, (task.task_id, name)  # plain values, not templates
+                    assert name not in task.template_fields, (
+                        task.task_id,
+                        name,
+                    )  # plain values, not templates
                     seen.setdefault(name, set()).add(task.task_id)
         assert set(seen) == set(expected), "every setting reaches some operator"
         assert seen["opsman_conn_id"] == set(east.task_ids) - {"summary"}
         assert len(seen["deploy_products"]) == 4  # every Apply Changes
         sensors = [t for t in east.tasks if isinstance(t, ApplyChangesSensor)]
-        assert {(t.deferrable, t.mode, t.poll_interval_seconds) for t in sensors} == {(False, "reschedule", 7)}
+        assert {(t.deferrable, t.mode, t.poll_interval_seconds) for t in sensors} == {
+            (False, "reschedule", 7)
+        }
         # What is still templated: XComs, and the four per-run choices.
         assert east.get_task("preflight.plan_rotation").template_fields == ("recent_rotation_days", "dry_run")
-        assert west.get_task("preflight.check_ops_manager").expires_within == "3m"  # defaults when the file is silent
+        assert (
+            west.get_task("preflight.check_ops_manager").expires_within == "3m"
+        )  # defaults when the file is silent
         assert west.get_task("initial_apply_changes.apply_changes").errands == {}
         # The DAG's docs show the values in force.
-        for line in ("| `expires_within` | `\"6w\"` |", "| `poll_interval_seconds` | `7` |", "| `wait_mode` | `\"reschedule\"` |",
-                     "| `apply_changes_mode` | `\"manual\"` |", "| `deploy_products` | `[\"cf\"]` |"):
+        for line in (
+            '| `expires_within` | `"6w"` |',
+            "| `poll_interval_seconds` | `7` |",
+            '| `wait_mode` | `"reschedule"` |',
+            '| `apply_changes_mode` | `"manual"` |',
+            '| `deploy_products` | `["cf"]` |',
+        ):
             assert line in east.doc_md, line
 
     def test_wait_mode_chooses_how_every_apply_changes_sensor_waits(self, fleet, sim, young_sim, newer_sim):
-        fleet({"east": (sim, {}), "west": (young_sim, {"wait_mode": "reschedule"}), "lab": (newer_sim, {"wait_mode": "poke"})})
+        fleet(
+            {
+                "east": (sim, {}),
+                "west": (young_sim, {"wait_mode": "reschedule"}),
+                "lab": (newer_sim, {"wait_mode": "poke"}),
+            }
+        )
         bag = dagbag()
-        for name, expected in (("east", (True, "poke")), ("west", (False, "reschedule")), ("lab", (False, "poke"))):
-            sensors = [t for t in bag.dags[f"opsman_ca_rotation__{name}"].tasks if isinstance(t, ApplyChangesSensor)]
+        for name, expected in (
+            ("east", (True, "poke")),
+            ("west", (False, "reschedule")),
+            ("lab", (False, "poke")),
+        ):
+            sensors = [
+                t for t in bag.dags[f"opsman_ca_rotation__{name}"].tasks if isinstance(t, ApplyChangesSensor)
+            ]
             assert len(sensors) == 5  # the running installation, and one per Apply Changes
             assert {(t.deferrable, t.mode) for t in sensors} == {expected}, name
 
@@ -184,20 +292,30 @@ class TestFleetDags:
 
     def test_without_a_fleet_file_only_the_default_dag(self, monkeypatch, tmp_path):
         monkeypatch.delenv("OPSMAN_FLEET_FILE", raising=False)
-        assert not (REPO / "include" / "foundations.yaml").exists(), "the repository must not ship an active fleet file"
+        assert not (REPO / "include" / "foundations.yaml").exists(), (
+            "the repository must not ship an active fleet file"
+        )
         bag = dagbag()
         assert bag.dag_ids == ["opsman_ca_rotation"]
         # It keeps the full trigger form, and its operators take every setting from it.
         dag = bag.dags["opsman_ca_rotation"]
         assert len(dag.params) == 15 and "only_if_due" not in dag.params
         check = dag.get_task("preflight.check_ops_manager")
-        assert check.opsman_conn_id == "{{ params.opsman_conn_id }}" and "opsman_conn_id" in check.template_fields
+        assert (
+            check.opsman_conn_id == "{{ params.opsman_conn_id }}"
+            and "opsman_conn_id" in check.template_fields
+        )
         assert dag.get_task("delete_old_ca.apply_changes").errands == "{{ params.errands }}"
 
-    def test_every_task_that_talks_to_a_foundation_is_in_its_one_slot_pool(self, fleet, sim, young_sim, newer_sim, airflow_db):
+    def test_every_task_that_talks_to_a_foundation_is_in_its_one_slot_pool(
+        self, fleet, sim, young_sim, newer_sim, airflow_db
+    ):
         import importlib.util
 
-        path = fleet({"east": (sim, {}), "west": (young_sim, {}), "lab": (newer_sim, {})}, report={"trigger_due_rotations": True})
+        path = fleet(
+            {"east": (sim, {}), "west": (young_sim, {}), "lab": (newer_sim, {})},
+            report={"trigger_due_rotations": True},
+        )
         bag = dagbag()
         for name in ("east", "west", "lab"):
             rotation = bag.dags[f"opsman_ca_rotation__{name}"]
@@ -205,10 +323,16 @@ class TestFleetDags:
             assert all(t.pool_slots == 1 for t in rotation.tasks)
         report = bag.dags["opsman_certificate_expiry_report"]
         talking = {t.task_id: t.pool for t in report.tasks if getattr(t, "opsman_conn_id", None)}
-        assert talking == {"expiry__east": "opsman_east", "expiry__west": "opsman_west", "expiry__lab": "opsman_lab"}
+        assert talking == {
+            "expiry__east": "opsman_east",
+            "expiry__west": "opsman_west",
+            "expiry__lab": "opsman_lab",
+        }
         # The tasks not in a foundation's pool never call Ops Manager (no connection, no hook).
         assert {t.task_id for t in report.tasks} - set(talking) == {
-            "fleet_report", *(f"{kind}__{n}" for kind in ("due", "trigger") for n in ("east", "west", "lab"))}
+            "fleet_report",
+            *(f"{kind}__{n}" for kind in ("due", "trigger") for n in ("east", "west", "lab")),
+        }
 
         spec = importlib.util.spec_from_file_location("create_pools", REPO / "scripts" / "create_pools.py")
         create_pools = importlib.util.module_from_spec(spec)
@@ -225,7 +349,9 @@ class TestFleetDags:
 
 @pytest.mark.e2e
 class TestExpiryDrivenRuns:
-    def test_a_scheduled_run_on_a_young_ca_is_skipped_without_any_write(self, fleet, young_sim, as_scheduled, airflow_db):
+    def test_a_scheduled_run_on_a_young_ca_is_skipped_without_any_write(
+        self, fleet, young_sim, as_scheduled, airflow_db
+    ):
         young_sim.reset()
         young_sim.clear_journal()
         fleet({"west": (young_sim, FAST)})
@@ -238,7 +364,9 @@ class TestExpiryDrivenRuns:
         assert report["checked"] and not report["due"] and report["days_left"] > 1400
         assert api_writes(young_sim) == []
         assert {e["path"] for e in young_sim.journal() if e["path"].startswith("/api/")} == {
-            "/api/v0/certificate_authorities", "/api/v0/deployed/certificates"}
+            "/api/v0/certificate_authorities",
+            "/api/v0/deployed/certificates",
+        }
 
     def test_a_manual_run_checks_only_when_asked(self, fleet, young_sim, airflow_db):
         young_sim.reset()
@@ -255,7 +383,11 @@ class TestExpiryDrivenRuns:
         assert api_writes(young_sim) == []
         # A setting in the run's conf is the fleet file's: the run stops before any call instead of ignoring it.
         young_sim.clear_journal()
-        overriding = dagbag().dags["opsman_ca_rotation__west"].test(run_conf={"dry_run": True, "apply_changes_mode": "manual"})
+        overriding = (
+            dagbag()
+            .dags["opsman_ca_rotation__west"]
+            .test(run_conf={"dry_run": True, "apply_changes_mode": "manual"})
+        )
         assert overriding.state == DagRunState.FAILED
         assert states(overriding)["rotation_due"] == TaskInstanceState.FAILED
         assert [e for e in young_sim.journal() if e["path"].startswith("/api/")] == []
@@ -264,13 +396,27 @@ class TestExpiryDrivenRuns:
         self, fleet, sim, as_scheduled, airflow_db, tmp_path
     ):
         record = tmp_path / "notifications.jsonl"
-        notifiers = {"on_success": [{"class": NOTIFIER, "kwargs": {"path": str(record), "label": "ok"}}],
-                     "on_failure": [{"class": NOTIFIER, "kwargs": {"path": str(record), "label": "failed"}}]}
+        notifiers = {
+            "on_success": [{"class": NOTIFIER, "kwargs": {"path": str(record), "label": "ok"}}],
+            "on_failure": [{"class": NOTIFIER, "kwargs": {"path": str(record), "label": "failed"}}],
+        }
         # The simulator's CA expires in about 260 days: inside a 1-year window. Apply Changes options from the
         # fleet file reach every POST /api/v0/installations.
         errands = {"cf": {"run_post_deploy": {"smoke-tests": True}}}
-        options = {"initial": False, "errands": errands, "force_latest_variables": True, "ignore_warnings": True}
-        fleet({"east": (sim, {**FAST, "apply_changes": options, "expires_within": "1y", "notifiers": notifiers})})
+        options = {
+            "initial": False,
+            "errands": errands,
+            "force_latest_variables": True,
+            "ignore_warnings": True,
+        }
+        fleet(
+            {
+                "east": (
+                    sim,
+                    {**FAST, "apply_changes": options, "expires_within": "1y", "notifiers": notifiers},
+                )
+            }
+        )
         cf = next(p for p in sim.state()["products"] if p["type"] == "cf")
         (old_guid,) = [ca["guid"] for ca in sim.state()["certificate_authorities"]]
         sim.clear_journal()
@@ -279,18 +425,27 @@ class TestExpiryDrivenRuns:
 
         assert dag_run.state == DagRunState.SUCCESS, states(dag_run)
         due = xcom(dag_run, "rotation_due")
-        assert due["due"] and any(r.startswith(f"the active root CA {old_guid} expires") for r in due["reasons"])
+        assert due["due"] and any(
+            r.startswith(f"the active root CA {old_guid} expires") for r in due["reasons"]
+        )
         check_rotation_invariants(sim, old_guid, installs_started=3)
         requests = [i["request"] for i in sorted(sim.state()["installations"], key=lambda i: i["id"])[-3:]]
-        assert [(r["errands"], r["force_latest_variables"], r["ignore_warnings"] in (True, "true")) for r in requests] == [
-            ({cf["guid"]: {"run_post_deploy": {"smoke-tests": True}}}, True, True)] * 3
+        assert [
+            (r["errands"], r["force_latest_variables"], r["ignore_warnings"] in (True, "true"))
+            for r in requests
+        ] == [({cf["guid"]: {"run_post_deploy": {"smoke-tests": True}}}, True, True)] * 3
         (new,) = sim.state()["certificate_authorities"]
         event = _asset_events("opsman_root_ca__east")[-1]
-        assert event == {"foundation": "east", "old_ca_guid": old_guid, "new_ca_guid": new["guid"],
-                         "new_ca_expires_at": event["new_ca_expires_at"]}
+        assert event == {
+            "foundation": "east",
+            "old_ca_guid": old_guid,
+            "new_ca_guid": new["guid"],
+            "new_ca_expires_at": event["new_ca_expires_at"],
+        }
         assert event["new_ca_expires_at"][:4] > dag_run.start_date.strftime("%Y")
         assert [(c["label"], c["dag_id"], c["task_id"]) for c in calls(record)] == [
-            ("ok", "opsman_ca_rotation__east", "summary")]
+            ("ok", "opsman_ca_rotation__east", "summary")
+        ]
 
     def test_a_failed_rotation_calls_the_failure_notifier(self, fleet, sim, airflow_db, tmp_path):
         record = tmp_path / "notifications.jsonl"
@@ -303,12 +458,16 @@ class TestExpiryDrivenRuns:
 
         assert dag_run.state == DagRunState.FAILED
         assert states(dag_run)["preflight.check_pending_changes"] == TaskInstanceState.FAILED
-        assert [(c["label"], c["task_id"]) for c in calls(record)] == [("failed", "preflight.check_pending_changes")]
+        assert [(c["label"], c["task_id"]) for c in calls(record)] == [
+            ("failed", "preflight.check_pending_changes")
+        ]
         assert api_writes(sim) == []  # it stopped in the pre-flight, before any write
 
 
 @pytest.mark.e2e
-def test_the_expiry_report_covers_every_foundation_grouped_by_procedure(fleet, sim, young_sim, newer_sim, airflow_db):
+def test_the_expiry_report_covers_every_foundation_grouped_by_procedure(
+    fleet, sim, young_sim, newer_sim, airflow_db
+):
     young_sim.reset()
     newer_sim.reset()
     fleet({"east": (sim, {}), "west": (young_sim, {}), "lab": (newer_sim, {"expires_within": "1y"})})
@@ -323,7 +482,10 @@ def test_the_expiry_report_covers_every_foundation_grouped_by_procedure(fleet, s
     assert set(by_name) == {"east", "west", "lab"} and report["missing"] == []
     assert by_name["west"]["due"] is False and by_name["west"]["expiring_by_procedure"] == {}
     assert by_name["east"]["due"]  # nats_server expires in about 30 days
-    assert "Non-configurable leaf certificates (rotated with the root CA)" in by_name["east"]["expiring_by_procedure"]
+    assert (
+        "Non-configurable leaf certificates (rotated with the root CA)"
+        in by_name["east"]["expiring_by_procedure"]
+    )
     # Ops Manager 2.10+ names the procedures itself; the report groups by those names.
     assert "Non-Configurable Leaf Certificates Procedure" in by_name["lab"]["expiring_by_procedure"]
     assert any("the active root CA" in r for r in by_name["lab"]["reasons"])
@@ -339,7 +501,9 @@ def _asset_events(name: str) -> list[dict]:
 
     with create_session() as session:
         rows = session.scalars(
-            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id).where(AssetModel.name == name)
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == name)
             .order_by(AssetEvent.id)
         ).all()
         return [dict(r.extra) for r in rows]

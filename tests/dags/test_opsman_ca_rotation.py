@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -53,10 +54,21 @@ class TestIntegrity:
 
     def test_shape(self, dag):
         assert dag.schedule is None and dag.max_active_runs == 1
-        assert dag.default_args["retries"] >= 1 and dag.default_args["retry_exponential_backoff"] == DOUBLING_BACKOFF
+        assert (
+            dag.default_args["retries"] >= 1
+            and dag.default_args["retry_exponential_backoff"] == DOUBLING_BACKOFF
+        )
         assert set(dag.params.keys()) >= {
-            "opsman_conn_id", "poll_interval_seconds", "deploy_products", "initial_apply_changes", "dry_run",
-            "errands", "recreate_vms", "force_latest_variables", "ignore_warnings", "apply_changes_mode",
+            "opsman_conn_id",
+            "poll_interval_seconds",
+            "deploy_products",
+            "initial_apply_changes",
+            "dry_run",
+            "errands",
+            "recreate_vms",
+            "force_latest_variables",
+            "ignore_warnings",
+            "apply_changes_mode",
         }
         for name in dag.params.keys():
             assert dag.params.get_param(name).description, f"param {name} has no description"
@@ -64,8 +76,10 @@ class TestIntegrity:
 
     def test_tasks_follow_the_documented_order(self, dag):
         # Every task depends (transitively) on the one before it in the documented procedure.
-        for earlier, later in zip(DOCUMENTED_ORDER, DOCUMENTED_ORDER[1:]):
-            assert earlier in dag.get_task(later).get_flat_relative_ids(upstream=True), f"{earlier} !< {later}"
+        for earlier, later in pairwise(DOCUMENTED_ORDER):
+            assert earlier in dag.get_task(later).get_flat_relative_ids(upstream=True), (
+                f"{earlier} !< {later}"
+            )
 
 
 def states(dag_run) -> dict[str, str]:
@@ -100,7 +114,9 @@ class TestRotation:
         assert new_guid != old_guid and ca_guids(after) == {new_guid: True}
         assert old_guid in after["deleted_certificate_authorities"]
 
-        installs = sorted((i for i in after["installations"] if i["id"] > first_install), key=lambda i: i["id"])
+        installs = sorted(
+            (i for i in after["installations"] if i["id"] > first_install), key=lambda i: i["id"]
+        )
         assert [i["status"] for i in installs] == ["succeeded"] * 4
 
         # The calls, in the documented order (reads left out).
@@ -122,14 +138,21 @@ class TestRotation:
         # Each Apply Changes finished before the next step's write.
         journal = sim.journal()
         install_posts = [e for e in journal if (e["method"], e["path"]) == ("POST", "/api/v0/installations")]
-        for install, post in zip(installs, install_posts):
-            later_writes = [e for e in journal if e["seq"] > post["seq"] and e["method"] in ("POST", "DELETE")
-                            and e["path"].startswith("/api/v0/certificate_authorities")]
+        for install, post in zip(installs, install_posts, strict=True):
+            later_writes = [
+                e
+                for e in journal
+                if e["seq"] > post["seq"]
+                and e["method"] in ("POST", "DELETE")
+                and e["path"].startswith("/api/v0/certificate_authorities")
+            ]
             if later_writes:
                 assert install["finished_at"] <= _iso(later_writes[0]["started_at"])
 
         # Every rotated leaf is now signed by the new CA; nothing refers to the old one.
-        new_ski = next(ca for ca in after["certificate_authorities"] if ca["guid"] == new_guid)["subject_key_identifier"]
+        new_ski = next(ca for ca in after["certificate_authorities"] if ca["guid"] == new_guid)[
+            "subject_key_identifier"
+        ]
         rotated = [leaf for leaf in after["leaves"] if not leaf["excluded"] and not leaf["configurable"]]
         assert rotated and all(leaf_aki(leaf["cert_pem"]) == new_ski for leaf in rotated)
         assert all(leaf["issuer_ca_guid"] != old_guid for leaf in after["leaves"])
@@ -143,7 +166,9 @@ class TestRotation:
         assert len(journal_calls(sim, "POST", "/api/v0/installations")) == 3
         assert len(ca_guids(sim.state())) == 1
 
-    def test_a_failed_apply_changes_fails_the_run_and_leaves_the_old_ca_active_even_with_skipped_steps(self, sim, dag, airflow_db):
+    def test_a_failed_apply_changes_fails_the_run_and_leaves_the_old_ca_active_even_with_skipped_steps(
+        self, sim, dag, airflow_db
+    ):
         (old_guid,) = ca_guids(sim.state())
         sim.faults(fail_next_installs=1)
         dag_run = dag.test(run_conf={"poll_interval_seconds": 1, "initial_apply_changes": False})
@@ -160,4 +185,4 @@ class TestRotation:
 def _iso(epoch: float) -> str:
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

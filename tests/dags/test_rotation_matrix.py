@@ -29,8 +29,15 @@ ROLES = {"full": (SIM_USER, SIM_PASSWORD), "restricted_control": RESTRICTED}
 def profile_sim(request, tmp_path_factory):
     sim = SimulatorProcess(
         # 3 s installations on 3.0, so the sensor usually defers and the trigger streams (not guaranteed: load).
-        tmp_path_factory.mktemp(f"sim-{request.param}"), apply_seconds=3.0 if request.param == "3.0" else 1.0, username=SIM_USER, password=SIM_PASSWORD,
-        extra_args=("--profile", request.param, f"--extra-user={RESTRICTED[0]}:{RESTRICTED[1]}:restricted_control"),
+        tmp_path_factory.mktemp(f"sim-{request.param}"),
+        apply_seconds=3.0 if request.param == "3.0" else 1.0,
+        username=SIM_USER,
+        password=SIM_PASSWORD,
+        extra_args=(
+            "--profile",
+            request.param,
+            f"--extra-user={RESTRICTED[0]}:{RESTRICTED[1]}:restricted_control",
+        ),
     )
     sim.start()
     sim.profile = request.param
@@ -40,7 +47,11 @@ def profile_sim(request, tmp_path_factory):
 
 def printed(out: str, installation_id: int) -> list[str]:
     marker = f"[installation {installation_id}] "
-    return [re.sub(r"\s+\[[\w.]+\]\s+loc=\S+$", "", line.split(marker, 1)[1]) for line in out.splitlines() if marker in line]
+    return [
+        re.sub(r"\s+\[[\w.]+\]\s+loc=\S+$", "", line.split(marker, 1)[1])
+        for line in out.splitlines()
+        if marker in line
+    ]
 
 
 @pytest.mark.e2e
@@ -55,13 +66,18 @@ def test_a_whole_rotation(profile_sim, role, airflow_db, monkeypatch, capfd):
     (old_guid,) = [ca["guid"] for ca in before["certificate_authorities"]]
     first_install = max(i["id"] for i in before["installations"])
     sim.clear_journal()
-    dag_run = DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"].test(run_conf={"poll_interval_seconds": 1})
+    dag_run = (
+        DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"].test(run_conf={"poll_interval_seconds": 1})
+    )
     assert dag_run.state == DagRunState.SUCCESS, {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     check_rotation_invariants(sim, old_guid, installs_started=4)
     state = sim.state()
     (new_guid,) = [ca["guid"] for ca in state["certificate_authorities"]]
-    writes = [(e["method"], e["path"]) for e in sim.journal() if e["method"] in ("POST", "PUT", "DELETE")
-              and e["path"].startswith("/api/")]
+    writes = [
+        (e["method"], e["path"])
+        for e in sim.journal()
+        if e["method"] in ("POST", "PUT", "DELETE") and e["path"].startswith("/api/")
+    ]
     assert writes == [
         ("POST", "/api/v0/installations"),
         ("POST", "/api/v0/certificate_authorities/generate"),
@@ -81,19 +97,35 @@ def test_a_whole_rotation(profile_sim, role, airflow_db, monkeypatch, capfd):
         assert printed(out, installation_id) == [line for line in logs.split("\n") if line], installation_id
     streams = [e for e in sim.journal() if e["path"] == "/api/v0/installations/current_log"]
     assert all(e["status"] == (200 if sim.profile == "3.0" else 404) for e in streams)
-    observe("profile-matrix", PROFILES.index(sim.profile) * len(ROLES) + list(ROLES).index(role), [
-        sim.profile, role, f"rotated: {len(installs)} Apply Changes, invariants held, writes in the documented order",
-        "refused (403): certificates checked by issue time" if role == "restricted_control" else "read (200)",
-        "each line once; " + ("current_log served (it replays the log first)" if sim.profile == "3.0"
-                              else "no current_log (404): the log is polled"),
-    ])
+    observe(
+        "profile-matrix",
+        PROFILES.index(sim.profile) * len(ROLES) + list(ROLES).index(role),
+        [
+            sim.profile,
+            role,
+            f"rotated: {len(installs)} Apply Changes, invariants held, writes in the documented order",
+            "refused (403): certificates checked by issue time"
+            if role == "restricted_control"
+            else "read (200)",
+            "each line once; "
+            + (
+                "current_log served (it replays the log first)"
+                if sim.profile == "3.0"
+                else "no current_log (404): the log is polled"
+            ),
+        ],
+    )
 
 
 def sim_logs(sim, installation_id: int) -> str:
     import requests
 
     token = sim.token()
-    r = requests.get(f"{sim.url}/api/v0/installations/{installation_id}/logs", headers={"Authorization": f"Bearer {token}"},
-                     verify=sim.ca_path, timeout=30)
+    r = requests.get(
+        f"{sim.url}/api/v0/installations/{installation_id}/logs",
+        headers={"Authorization": f"Bearer {token}"},
+        verify=sim.ca_path,
+        timeout=30,
+    )
     r.raise_for_status()
     return r.json()["logs"]

@@ -22,8 +22,12 @@ def stored(run_id: str) -> dict[str, str]:
 
     with create_session() as session:
         xcom = [x.value for x in session.query(XComModel).filter(XComModel.run_id == run_id)]
-        rendered = [r.rendered_fields for r in session.query(RenderedTaskInstanceFields).filter(
-            RenderedTaskInstanceFields.run_id == run_id)]
+        rendered = [
+            r.rendered_fields
+            for r in session.query(RenderedTaskInstanceFields).filter(
+                RenderedTaskInstanceFields.run_id == run_id
+            )
+        ]
     return {"XCom": json.dumps(xcom, default=str), "rendered templates": json.dumps(rendered, default=str)}
 
 
@@ -31,18 +35,38 @@ def stored(run_id: str) -> dict[str, str]:
 @pytest.mark.parametrize("grant", ["password", "client_credentials"])
 def test_no_secret_or_token_in_logs_xcom_templates_or_journal(sim, airflow_db, monkeypatch, capfd, grant):
     if grant == "client_credentials":
-        monkeypatch.setenv("AIRFLOW_CONN_OPSMAN_DEFAULT", json.dumps({
-            "conn_type": "opsman", "host": sim.url,
-            "extra": {"client_id": SIM_CLIENT_ID, "client_secret": SIM_CLIENT_SECRET, "ca_cert": sim.ca_path},
-        }))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_OPSMAN_DEFAULT",
+            json.dumps(
+                {
+                    "conn_type": "opsman",
+                    "host": sim.url,
+                    "extra": {
+                        "client_id": SIM_CLIENT_ID,
+                        "client_secret": SIM_CLIENT_SECRET,
+                        "ca_cert": sim.ca_path,
+                    },
+                }
+            ),
+        )
     dag = DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"]
     dag_run = dag.test(run_conf={"poll_interval_seconds": 1, "initial_apply_changes": False})
     assert dag_run.state == DagRunState.SUCCESS
     assert JWT.search(sim.token()), "the detector matches the tokens this Ops Manager issues"
-    places = {"task logs": "".join(capfd.readouterr()), "journal": json.dumps(sim.journal()), **stored(dag_run.run_id)}
-    assert "Ops Manager" in places["task logs"] and places["XCom"] != "[]" and places["rendered templates"] != "[]"
+    places = {
+        "task logs": "".join(capfd.readouterr()),
+        "journal": json.dumps(sim.journal()),
+        **stored(dag_run.run_id),
+    }
+    assert (
+        "Ops Manager" in places["task logs"]
+        and places["XCom"] != "[]"
+        and places["rendered templates"] != "[]"
+    )
     for where, text in places.items():
         for secret in (SIM_PASSWORD, SIM_CLIENT_SECRET):
             assert secret not in text, f"a secret leaked into {where}"
-        assert not JWT.search(text), f"an access token leaked into {where}: {JWT.search(text).group(0)[:12]}..."
+        assert not JWT.search(text), (
+            f"an access token leaked into {where}: {JWT.search(text).group(0)[:12]}..."
+        )
         assert "Bearer " not in text, f"an Authorization header leaked into {where}"

@@ -61,14 +61,17 @@ class Case:
     order: int  # the row's place in README's table
     name: str
     injected: str
-    expect_in_log: str  # what the user sees in the task log: alternatives separated by "|", the first found wins
+    expect_in_log: (
+        str  # what the user sees in the task log: alternatives separated by "|", the first found wins
+    )
     installs: int = 3
 
 
 @pytest.fixture
 def faulty(sim, monkeypatch):
     monkeypatch.setenv(
-        "AIRFLOW_CONN_OPSMAN_DEFAULT", connection_json(sim, read_retries=8, retry_backoff_seconds=0.2, request_timeout=5)
+        "AIRFLOW_CONN_OPSMAN_DEFAULT",
+        connection_json(sim, read_retries=8, retry_backoff_seconds=0.2, request_timeout=5),
     )
     (old,) = sim.state()["certificate_authorities"]
     sim.clear_journal()
@@ -79,10 +82,13 @@ def record(case: Case, output: str) -> None:
     found = (re.search(pattern, output) for pattern in case.expect_in_log.split("|"))
     seen = next((m for m in found if m), None)
     assert seen, f"the task log does not show {case.expect_in_log!r}"
-    line = next(l for l in output.splitlines() if seen.group(0) in l)
+    line = next(line_ for line_ in output.splitlines() if seen.group(0) in line_)
     message = re.sub(r"^\S+ \[\w+\s*\] ", "", line).split(" [")[0].strip()
-    observe("fault-matrix", case.order,
-            [case.name, case.injected, f"`{mask(message)}`", "survived: rotation completed, invariants held"])
+    observe(
+        "fault-matrix",
+        case.order,
+        [case.name, case.injected, f"`{mask(message)}`", "survived: rotation completed, invariants held"],
+    )
 
 
 def survive(sim, old_guid, case: Case, capfd, dag_run) -> None:
@@ -93,8 +99,12 @@ def survive(sim, old_guid, case: Case, capfd, dag_run) -> None:
 
 def test_5xx_bursts_on_reads(faulty, airflow_db, capfd):
     sim, old = faulty
-    case = Case(1, "5xx bursts on reads", "503 with an HTML body on the next 3 GETs, re-armed every 4 s",
-                r"attempt \d of 8 failed \(.*HTTP 503.*\); retrying")
+    case = Case(
+        1,
+        "5xx bursts on reads",
+        "503 with an HTML body on the next 3 GETs, re-armed every 4 s",
+        r"attempt \d of 8 failed \(.*HTTP 503.*\); retrying",
+    )
     burst = {"status": 503, "count": 3, "methods": ["GET"], "path_prefix": "/api/"}
     sim.faults(status_burst=burst)
     with Injector(lambda: sim.faults(status_burst=burst), 4.0):
@@ -104,9 +114,12 @@ def test_5xx_bursts_on_reads(faulty, airflow_db, capfd):
 
 def test_answers_lost_after_writes(faulty, airflow_db, capfd):
     sim, old = faulty
-    case = Case(2, "connection dropped after a write was processed (as a worker killed mid-call)",
-                "the next write's connection closed after Ops Manager acted, re-armed every 3 s",
-                r"outcome is unknown|did not answer cleanly")
+    case = Case(
+        2,
+        "connection dropped after a write was processed (as a worker killed mid-call)",
+        "the next write's connection closed after Ops Manager acted, re-armed every 3 s",
+        r"outcome is unknown|did not answer cleanly",
+    )
     # Writes only: a dropped GET is the transient-read case, and would let this case pass without a lost write.
     drop = {"count": 1, "methods": ["POST", "PUT", "DELETE"], "path_prefix": "/api/v0/", "when": "after"}
     sim.faults(drop_next=drop)
@@ -119,9 +132,12 @@ def test_answers_lost_after_writes(faulty, airflow_db, capfd):
 
 def test_connections_dropped_before_the_request(faulty, airflow_db, capfd):
     sim, old = faulty
-    case = Case(3, "connection dropped before the request reached Ops Manager",
-                "the next API call's connection closed unprocessed, re-armed every 3 s",
-                r"may or may not have reached Ops Manager")
+    case = Case(
+        3,
+        "connection dropped before the request reached Ops Manager",
+        "the next API call's connection closed unprocessed, re-armed every 3 s",
+        r"may or may not have reached Ops Manager",
+    )
     drop = {"count": 1, "path_prefix": "/api/v0/", "when": "before"}
     sim.faults(drop_next=drop)
     with Injector(lambda: sim.faults(drop_next=drop), 3.0):
@@ -131,10 +147,16 @@ def test_connections_dropped_before_the_request(faulty, airflow_db, capfd):
 
 def test_slow_responses_past_the_client_timeout(faulty, airflow_db, capfd, monkeypatch):
     sim, old = faulty
-    monkeypatch.setenv("AIRFLOW_CONN_OPSMAN_DEFAULT", connection_json(sim, read_retries=8, retry_backoff_seconds=0.2,
-                                                                      request_timeout=1))
-    case = Case(4, "slow responses past the client timeout", "the next GET delayed 1.8 s (client timeout 1 s), re-armed every 4 s",
-                r"attempt \d of 8 failed \(.*Timeout.*\); retrying")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPSMAN_DEFAULT",
+        connection_json(sim, read_retries=8, retry_backoff_seconds=0.2, request_timeout=1),
+    )
+    case = Case(
+        4,
+        "slow responses past the client timeout",
+        "the next GET delayed 1.8 s (client timeout 1 s), re-armed every 4 s",
+        r"attempt \d of 8 failed \(.*Timeout.*\); retrying",
+    )
     latency = {"seconds": 1.8, "count": 1, "methods": ["GET"], "path_prefix": "/api/"}
     sim.faults(latency=latency)
     with Injector(lambda: sim.faults(latency=latency), 4.0):
@@ -144,8 +166,12 @@ def test_slow_responses_past_the_client_timeout(faulty, airflow_db, capfd, monke
 
 def test_401_on_a_token_the_client_believes_valid(faulty, airflow_db, capfd):
     sim, old = faulty
-    case = Case(5, "401 on a token the client still believes valid", "every issued token revoked, every 2 s",
-                r"Ops Manager rejected the UAA token; fetching a new one")
+    case = Case(
+        5,
+        "401 on a token the client still believes valid",
+        "every issued token revoked, every 2 s",
+        r"Ops Manager rejected the UAA token; fetching a new one",
+    )
     with Injector(lambda: sim.faults(revoke_tokens=True), 2.0):
         dag_run = rotate()
     survive(sim, old, case, capfd, dag_run)
@@ -156,8 +182,13 @@ def test_a_failed_apply_changes_then_the_run_is_triggered_again(faulty, airflow_
     sim.faults(fail_next_installs=1)
     first = rotate()
     assert first.state == DagRunState.FAILED
-    case = Case(6, "an Apply Changes that fails, then the run is triggered again", "the first installation fails",
-                r"Apply Changes \(installation \d+\) failed\. Fix the cause", installs=4)
+    case = Case(
+        6,
+        "an Apply Changes that fails, then the run is triggered again",
+        "the first installation fails",
+        r"Apply Changes \(installation \d+\) failed\. Fix the cause",
+        installs=4,
+    )
     second = rotate()
     survive(sim, old, case, capfd, second)
 
@@ -171,8 +202,12 @@ def test_the_simulator_restarted_during_an_apply_changes(faulty, airflow_db, cap
             return False
         return True
 
-    case = Case(7, "Ops Manager restarted in the middle of an Apply Changes", "simulator stopped and started during installation",
-                r"attempt \d of 8 failed \(.*no HTTP response.*\); retrying|\[installation \d+\] ")
+    case = Case(
+        7,
+        "Ops Manager restarted in the middle of an Apply Changes",
+        "simulator stopped and started during installation",
+        r"attempt \d of 8 failed \(.*no HTTP response.*\); retrying|\[installation \d+\] ",
+    )
     with Injector(restart_once_while_installing, 0.3):
         dag_run = rotate()
     survive(sim, old, case, capfd, dag_run)
@@ -183,18 +218,26 @@ def test_token_ttl_shorter_than_an_apply_changes(faulty, airflow_db, capfd):
     # A 3 s token against 7 s installations: every wait outlives two tokens. The client renews 0.75 s ahead; a
     # renewed token is only refused again after a 3 s stall, which a loaded machine does not cause.
     sim.faults(token_ttl=3, apply_seconds=7)
-    case = Case(10, "UAA token TTL (3 s) shorter than one Apply Changes (7 s)", "token_ttl=3 on the UAA",
-                r"Installation \d+ succeeded")
+    case = Case(
+        10,
+        "UAA token TTL (3 s) shorter than one Apply Changes (7 s)",
+        "token_ttl=3 on the UAA",
+        r"Installation \d+ succeeded",
+    )
     dag_run = rotate()
     survive(sim, old, case, capfd, dag_run)
     journal = sim.journal()
     tokens = [e for e in journal if e["path"] == "/uaa/oauth/token"]
-    assert len(tokens) >= 4, f"{len(tokens)} tokens for 3 installations of 7 s on a 3 s token: some wait outlived none"
+    assert len(tokens) >= 4, (
+        f"{len(tokens)} tokens for 3 installations of 7 s on a 3 s token: some wait outlived none"
+    )
     # Renewal ahead of expiry is pinned exactly by the hook's unit test. Here a request may still arrive after
     # its token expired (a stalled worker); then Ops Manager's 401 is answered by a new token and one
     # successful repeat of the same call.
     for rejected in (e for e in journal if e["status"] == 401):
         later = [e for e in journal if e["seq"] > rejected["seq"]]
-        same_call = next(e for e in later if (e["method"], e["path"]) == (rejected["method"], rejected["path"]))
+        same_call = next(
+            e for e in later if (e["method"], e["path"]) == (rejected["method"], rejected["path"])
+        )
         assert same_call["status"] == 200, f"{rejected['method']} {rejected['path']} failed again after a 401"
         assert any(e["path"] == "/uaa/oauth/token" and e["seq"] < same_call["seq"] for e in later)

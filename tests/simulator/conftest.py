@@ -56,8 +56,9 @@ class Api:
     def apply(self, body: dict[str, Any] | None = None) -> int:
         r = self.post(
             "/api/v0/installations",
-            json=body if body is not None else {"ignore_warnings": "false", "force_latest_variables": False,
-                                                 "deploy_products": "all"},
+            json=body
+            if body is not None
+            else {"ignore_warnings": "false", "force_latest_variables": False, "deploy_products": "all"},
         )
         assert r.status_code == 200, r.text
         return r.json()["install"]["id"]
@@ -67,7 +68,9 @@ class Api:
         self.sim.finish_installation()
         r = self.get(f"/api/v0/installations/{install_id}")
         assert r.status_code == 200, r.text
-        assert r.json()["status"] != "running", f"installation {install_id} still running after the clock moved"
+        assert r.json()["status"] != "running", (
+            f"installation {install_id} still running after the clock moved"
+        )
         return r.json()["status"]
 
     def apply_and_wait(self, body: dict[str, Any] | None = None) -> str:

@@ -46,7 +46,7 @@ def test_initial_list(api):
     assert ca["active"] is True
     assert DATE_RE.match(ca["created_on"]) and DATE_RE.match(ca["expires_on"])
     created = dt.date.fromisoformat(ca["created_on"])
-    expected = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1200)
+    expected = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1200)
     assert abs((created - expected).days) <= 1
     cert = x509.load_pem_x509_certificate(ca["cert_pem"].encode())
     _assert_opsman_root_ca(cert)
@@ -63,7 +63,7 @@ def test_generate_is_inactive_with_same_subject(api):
     assert set(new) == CA_KEYS
     assert new["active"] is False
     assert new["issuer"] == "Pivotal"
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     assert new["created_on"] == today.isoformat()
     assert new["expires_on"] == today.replace(year=today.year + 4).isoformat()
     c_old = x509.load_pem_x509_certificate(old["cert_pem"].encode())
@@ -128,7 +128,7 @@ def test_regenerate_legacy(api):
     r = api.post("/api/v0/certificate_authorities/active/regenerate")
     assert r.status_code == 200
     assert r.json() == {}
-    leaves = {l["name"]: l for l in api.sim.state()["leaves"]}
+    leaves = {leaf["name"]: leaf for leaf in api.sim.state()["leaves"]}
     assert leaves["nats_server"]["pending_regeneration"] is True
     assert leaves["director_ssl"]["pending_regeneration"] is True
     assert leaves["cf_router_wildcard"]["pending_regeneration"] is False  # configurable
@@ -137,9 +137,13 @@ def test_regenerate_legacy(api):
 
 def _custom_ca(cn="Customer Root", ca=True):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Customer"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.timezone.utc)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Customer"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -152,7 +156,9 @@ def _custom_ca(cn="Customer Root", ca=True):
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     ).decode()
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem, cert
 
@@ -175,14 +181,29 @@ def test_create_custom_ca_errors(api):
     _, other_key, _ = _custom_ca()
     leaf_pem, leaf_key, _ = _custom_ca(ca=False)
     cases = [
-        ({"cert_pem": cert_pem, "private_key_pem": other_key}, ["Private key pem does not match the certificate"]),
-        ({"cert_pem": "-----BEGIN CERTIFICATE-----\nfake-cert\n-----END CERTIFICATE-----\n",
-          "private_key_pem": key_pem}, ["Cert pem is not a valid PEM-encoded X.509 certificate"]),
-        ({"cert_pem": cert_pem, "private_key_pem": "-----BEGIN RSA PRIVATE KEY-----\nfake-key\n-----END RSA PRIVATE KEY-----\n"},
-         ["Private key pem is not a valid unencrypted PEM-encoded private key"]),
+        (
+            {"cert_pem": cert_pem, "private_key_pem": other_key},
+            ["Private key pem does not match the certificate"],
+        ),
+        (
+            {
+                "cert_pem": "-----BEGIN CERTIFICATE-----\nfake-cert\n-----END CERTIFICATE-----\n",
+                "private_key_pem": key_pem,
+            },
+            ["Cert pem is not a valid PEM-encoded X.509 certificate"],
+        ),
+        (
+            {
+                "cert_pem": cert_pem,
+                "private_key_pem": "-----BEGIN RSA PRIVATE KEY-----\nfake-key\n-----END RSA PRIVATE KEY-----\n",
+            },
+            ["Private key pem is not a valid unencrypted PEM-encoded private key"],
+        ),
         ({}, ["Cert pem can't be blank", "Private key pem can't be blank"]),
-        ({"cert_pem": leaf_pem, "private_key_pem": leaf_key},
-         ["Cert pem is not a certificate authority (basicConstraints CA:TRUE)"]),
+        (
+            {"cert_pem": leaf_pem, "private_key_pem": leaf_key},
+            ["Cert pem is not a certificate authority (basicConstraints CA:TRUE)"],
+        ),
     ]
     for body, errors in cases:
         r = api.post("/api/v0/certificate_authorities", json=body)
@@ -197,7 +218,11 @@ def test_207_mode(api):
     assert r.status_code == 207
     body = r.json()
     assert set(body) == CA_KEYS | {"warnings"}
-    assert isinstance(body["warnings"], list) and body["warnings"] and all(isinstance(w, str) for w in body["warnings"])
+    assert (
+        isinstance(body["warnings"], list)
+        and body["warnings"]
+        and all(isinstance(w, str) for w in body["warnings"])
+    )
     api.sim.faults(ca_warnings=["oh no! something went wrong!"])
     r = api.post(f"/api/v0/certificate_authorities/{body['guid']}/activate", json={})
     assert r.status_code == 207 and r.json() == {"warnings": ["oh no! something went wrong!"]}

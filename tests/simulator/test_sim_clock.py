@@ -55,7 +55,7 @@ def test_setting_now_moves_certificates_into_an_expiry_window(api):
 
     assert expiring() == []
     target = soonest - 14 * 86400 - 60  # one minute before the soonest leaf enters the 2-week window
-    api.sim.clock(now=dt.datetime.fromtimestamp(target, dt.timezone.utc).isoformat().replace("+00:00", "Z"))
+    api.sim.clock(now=dt.datetime.fromtimestamp(target, dt.UTC).isoformat().replace("+00:00", "Z"))
     assert expiring() == []
     api.sim.clock(advance_seconds=60)
     assert len(expiring()) >= 1
@@ -64,15 +64,25 @@ def test_setting_now_moves_certificates_into_an_expiry_window(api):
 
 def test_the_clock_only_moves_forward_and_reset_returns_to_the_wall_clock(api):
     start = _epoch(api.sim.clock()["now"])
-    r = requests.post(api.sim.url + "/_simulator/clock", json={"now": "2001-01-01T00:00:00Z"},
-                      verify=api.sim.ca_path, timeout=10)
+    r = requests.post(
+        api.sim.url + "/_simulator/clock",
+        json={"now": "2001-01-01T00:00:00Z"},
+        verify=api.sim.ca_path,
+        timeout=10,
+    )
     assert r.status_code == 400 and "only moves forward" in r.json()["error"]
-    for bad in ({"advance_seconds": -1}, {"advance_seconds": "1"}, {"tomorrow": True}, {},
-                {"now": "2040-01-01T00:00:00"}, {"finish_installation": 1}):
+    for bad in (
+        {"advance_seconds": -1},
+        {"advance_seconds": "1"},
+        {"tomorrow": True},
+        {},
+        {"now": "2040-01-01T00:00:00"},
+        {"finish_installation": 1},
+    ):
         r = requests.post(api.sim.url + "/_simulator/clock", json=bad, verify=api.sim.ca_path, timeout=10)
         assert r.status_code == 400, bad
     moved = api.sim.clock(advance_seconds=86400 * 30)
     assert _epoch(moved["now"]) - start >= 86400 * 30
     api.sim.reset()
     assert api.sim.clock()["offset_seconds"] == 0.0
-    assert abs(_epoch(api.sim.clock()["now"]) - dt.datetime.now(dt.timezone.utc).timestamp()) < 60
+    assert abs(_epoch(api.sim.clock()["now"]) - dt.datetime.now(dt.UTC).timestamp()) < 60

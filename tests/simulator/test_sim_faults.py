@@ -33,7 +33,17 @@ def test_journal_shape_and_clear(api):
     seqs = [e["seq"] for e in entries]
     assert seqs == sorted(seqs) and len(set(seqs)) == 4
     for e in entries:
-        assert set(e) == {"seq", "method", "path", "query", "status", "started_at", "finished_at", "dropped", "bytes"}
+        assert set(e) == {
+            "seq",
+            "method",
+            "path",
+            "query",
+            "status",
+            "started_at",
+            "finished_at",
+            "dropped",
+            "bytes",
+        }
         assert isinstance(e["bytes"], int) and e["bytes"] >= 0
         assert isinstance(e["started_at"], float) and e["finished_at"] >= e["started_at"]
         assert e["dropped"] is False
@@ -77,7 +87,9 @@ def test_drop_next_before_processing(api):
 def test_drop_next_after_processing(api):
     sim = api.sim
     api.token()
-    sim.faults(drop_next={"count": 1, "methods": ["POST"], "path_prefix": "/api/v0/installations", "when": "after"})
+    sim.faults(
+        drop_next={"count": 1, "methods": ["POST"], "path_prefix": "/api/v0/installations", "when": "after"}
+    )
     sim.clear_journal()
     with pytest.raises(requests.exceptions.ConnectionError):
         api.post("/api/v0/installations", json={"deploy_products": "all"})
@@ -92,7 +104,9 @@ def test_drop_next_after_processing(api):
 def test_latency_and_max_concurrency(api):
     sim = api.sim
     tok = api.token()
-    sim.faults(latency={"seconds": 0.6, "count": 2, "methods": ["GET"], "path_prefix": "/api/v0/installations"})
+    sim.faults(
+        latency={"seconds": 0.6, "count": 2, "methods": ["GET"], "path_prefix": "/api/v0/installations"}
+    )
     sim.clear_journal()  # also resets the high-water mark
     assert sim.state()["max_concurrent_requests"] == 0
     results = []
@@ -122,20 +136,36 @@ def test_sequential_client_has_concurrency_one(api):
 
 
 def test_fault_validation(fresh):
-    for body in ({"nope": 1}, {"fail_next_installs": -1}, {"status_burst": {"status": 99}},
-                 {"regenerate_failed": ["not_a_leaf"]}, {"drop_next": {"when": "sometimes"}},
-                 {"latency": {"count": 1}}, {"stage_pending_change": {"product_guid": "nope"}},
-                 {"stream_cut": [-1]}, {"stream_cut": 3}, {"unterminated_last_line": "yes"},
-                 {"install_conflict": {"status": 200}}):
+    for body in (
+        {"nope": 1},
+        {"fail_next_installs": -1},
+        {"status_burst": {"status": 99}},
+        {"regenerate_failed": ["not_a_leaf"]},
+        {"drop_next": {"when": "sometimes"}},
+        {"latency": {"count": 1}},
+        {"stage_pending_change": {"product_guid": "nope"}},
+        {"stream_cut": [-1]},
+        {"stream_cut": 3},
+        {"unterminated_last_line": "yes"},
+        {"install_conflict": {"status": 200}},
+    ):
         r = _ctl(fresh, "POST", "/_simulator/faults", json=body)
         assert r.status_code == 400, body
         assert "error" in r.json()
     assert fresh.faults() == {
-        "fail_next_installs": 0, "status_burst": None, "drop_next": None, "latency": None, "token_ttl": None,
-        "ca_status_207": False, "ca_warnings": [
-            "Simulated warning: some certificates could not be processed by CredHub Maestro"],
-        "regenerate_failed": [], "log_bytes_per_second": 0, "apply_seconds": None,
-        "stream_cut": [], "unterminated_last_line": False, "install_conflict": None,
+        "fail_next_installs": 0,
+        "status_burst": None,
+        "drop_next": None,
+        "latency": None,
+        "token_ttl": None,
+        "ca_status_207": False,
+        "ca_warnings": ["Simulated warning: some certificates could not be processed by CredHub Maestro"],
+        "regenerate_failed": [],
+        "log_bytes_per_second": 0,
+        "apply_seconds": None,
+        "stream_cut": [],
+        "unterminated_last_line": False,
+        "install_conflict": None,
     }
 
 
@@ -157,10 +187,27 @@ def test_reset(api):
 
 def test_state_shape(fresh):
     st = fresh.state()
-    assert {"certificate_authorities", "deleted_certificate_authorities", "installations", "leaves",
-            "trusted_ca_guids", "max_concurrent_requests"} <= set(st)
-    leaf_keys = {"name", "location", "variable_path", "product_guid", "property_reference", "configurable",
-                 "excluded", "issuer_ca_guid", "authority_key_identifier", "cert_pem", "pending_regeneration"}
+    assert {
+        "certificate_authorities",
+        "deleted_certificate_authorities",
+        "installations",
+        "leaves",
+        "trusted_ca_guids",
+        "max_concurrent_requests",
+    } <= set(st)
+    leaf_keys = {
+        "name",
+        "location",
+        "variable_path",
+        "product_guid",
+        "property_reference",
+        "configurable",
+        "excluded",
+        "issuer_ca_guid",
+        "authority_key_identifier",
+        "cert_pem",
+        "pending_regeneration",
+    }
     for leaf in st["leaves"]:
         assert leaf_keys <= set(leaf)
     (inst,) = st["installations"]

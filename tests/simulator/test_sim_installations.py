@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from itertools import pairwise
 
 import requests
 
@@ -25,7 +26,7 @@ def test_initial_history(api):
     assert set(inst) == {"id", "user_name", "status", "started_at", "finished_at"}
     assert inst["id"] == 1 and inst["status"] == "succeeded" and inst["user_name"] == "admin"
     assert MS_RE.match(inst["started_at"]) and MS_RE.match(inst["finished_at"])
-    age = dt.datetime.now(dt.timezone.utc) - _parse(inst["started_at"])
+    age = dt.datetime.now(dt.UTC) - _parse(inst["started_at"])
     assert dt.timedelta(hours=23) < age < dt.timedelta(hours=25)
     assert _parse(inst["finished_at"]) > _parse(inst["started_at"])
     logs = api.get("/api/v0/installations/1/logs").json()["logs"]
@@ -55,15 +56,17 @@ def test_install_runs_then_succeeds_and_logs_grow_by_appending(api):
         assert logs.status_code == 200 and set(logs.json()) == {"logs"}
         snapshots.append(logs.json()["logs"])
         status = api.get(f"/api/v0/installations/{iid}").json()["status"]
-        api.sim.clock(advance_seconds=api.sim.apply_seconds / 6)  # six steps of simulated time, however loaded the machine
+        api.sim.clock(
+            advance_seconds=api.sim.apply_seconds / 6
+        )  # six steps of simulated time, however loaded the machine
     assert status == "succeeded"
     final = api.get(f"/api/v0/installations/{iid}/logs").json()["logs"]
     snapshots.append(final)
-    for a, b in zip(snapshots, snapshots[1:]):
+    for a, b in pairwise(snapshots):
         assert b.startswith(a)  # cumulative: only ever appended to
     assert len({len(s) for s in snapshots}) >= 3  # it really grew while running
     assert len(final) > 1500  # log_bytes_per_second padding
-    assert "Running \"/usr/local/bin/bosh" in final and final.endswith("Exited Successfully\n")
+    assert 'Running "/usr/local/bin/bosh' in final and final.endswith("Exited Successfully\n")
     done = api.get("/api/v0/installations").json()["installations"][0]
     assert done["status"] == "succeeded" and MS_RE.match(done["finished_at"])
     dur = (_parse(done["finished_at"]) - _parse(done["started_at"])).total_seconds()
@@ -106,9 +109,14 @@ def test_install_body_validation(api):
         ({"deploy_products": ["nope-123"]}, "Product with guid 'nope-123' could not be found"),
         ({"ignore_warnings": "maybe"}, 'ignore_warnings must be a boolean (or the string "true"/"false")'),
         ({"force_latest_variables": "false"}, "force_latest_variables must be a boolean"),
-        ({"errands": {"nope": {"run_post_deploy": {"smoke": True}}}}, "Product with guid 'nope' could not be found"),
-        ({"errands": {CF: {"run_post_deploy": {"smoke": "sometimes"}}}},
-         f"errands for '{CF}'.run_post_deploy must map errand names to true, false or \"default\""),
+        (
+            {"errands": {"nope": {"run_post_deploy": {"smoke": True}}}},
+            "Product with guid 'nope' could not be found",
+        ),
+        (
+            {"errands": {CF: {"run_post_deploy": {"smoke": "sometimes"}}}},
+            f"errands for '{CF}'.run_post_deploy must map errand names to true, false or \"default\"",
+        ),
     ]
     for body, error in cases:
         r = api.post("/api/v0/installations", json=body)
@@ -118,8 +126,12 @@ def test_install_body_validation(api):
     assert r.status_code == 400 and r.json() == {"errors": ["The request body is not valid JSON"]}
     assert len(api.get("/api/v0/installations").json()["installations"]) == 1
     # accepted variants: bool ignore_warnings, product list, errands, empty body
-    body = {"ignore_warnings": True, "deploy_products": [CF], "force_latest_variables": True,
-            "errands": {CF: {"run_post_deploy": {"smoke_tests": "default"}, "run_pre_delete": {"x": False}}}}
+    body = {
+        "ignore_warnings": True,
+        "deploy_products": [CF],
+        "force_latest_variables": True,
+        "errands": {CF: {"run_post_deploy": {"smoke_tests": "default"}, "run_pre_delete": {"x": False}}},
+    }
     assert api.apply_and_wait(body) == "succeeded"
     rec = api.sim.state()["installations"][0]
     assert rec["request"]["deploy_products"] == [CF] and rec["request"]["ignore_warnings"] is True
@@ -161,7 +173,9 @@ def test_current_log_idle_and_running(api):
     assert "message" in kinds
     # The stream replays the whole log: its lines are exactly the installation's log.
     lines = [d for k, d in events if k == "message"]
-    assert "".join(line + "\n" for line in lines) == api.get(f"/api/v0/installations/{iid}/logs").json()["logs"]
+    assert (
+        "".join(line + "\n" for line in lines) == api.get(f"/api/v0/installations/{iid}/logs").json()["logs"]
+    )
     assert kinds[-1] == "exit" and json.loads(events[-1][1]) == {"type": "exit", "code": 0}
     assert api.get(f"/api/v0/installations/{iid}").json() == {"status": "succeeded"}
 
@@ -171,7 +185,12 @@ def test_products(api):
         r = api.get(path)
         assert r.status_code == 200
         assert r.json() == [
-            {"installation_name": P_BOSH, "guid": P_BOSH, "type": "p-bosh", "product_version": "2.10.60-build.4"},
+            {
+                "installation_name": P_BOSH,
+                "guid": P_BOSH,
+                "type": "p-bosh",
+                "product_version": "2.10.60-build.4",
+            },
             {"installation_name": CF, "guid": CF, "type": "cf", "product_version": "2.11.42"},
         ]
 
@@ -183,12 +202,18 @@ def test_pending_changes(api):
     assert [(c["guid"], c["action"]) for c in changes] == [(P_BOSH, "unchanged"), (CF, "unchanged")]
     assert changes[1]["errands"] == [{"name": "smoke_tests", "post_deploy": "when-changed"}]
     assert changes[0]["completeness_checks"] == {
-        "configuration_complete": True, "stemcell_present": True, "configurable_properties_valid": True}
+        "configuration_complete": True,
+        "stemcell_present": True,
+        "configurable_properties_valid": True,
+    }
     api.sim.faults(stage_pending_change={"product_guid": CF, "action": "update"})
     changes = api.get("/api/v0/staged/pending_changes").json()["product_changes"]
     assert [(c["guid"], c["action"]) for c in changes] == [(P_BOSH, "unchanged"), (CF, "update")]
     api.sim.faults(clear_pending_changes=True)
-    assert all(c["action"] == "unchanged" for c in api.get("/api/v0/staged/pending_changes").json()["product_changes"])
+    assert all(
+        c["action"] == "unchanged"
+        for c in api.get("/api/v0/staged/pending_changes").json()["product_changes"]
+    )
     # a successful Apply Changes of that product clears it; a director-only one does not
     api.sim.faults(stage_pending_change={"product_guid": CF, "action": "update"})
     assert api.apply_and_wait({"deploy_products": "none"}) == "succeeded"
@@ -202,8 +227,18 @@ def test_deployed_certificates(api):
     assert r.status_code == 200
     certs = r.json()["certificates"]
     assert len(certs) == 6
-    keys = {"issuer", "valid_from", "valid_until", "configurable", "property_reference", "property_type",
-            "product_guid", "location", "variable_path", "is_ca"}
+    keys = {
+        "issuer",
+        "valid_from",
+        "valid_until",
+        "configurable",
+        "property_reference",
+        "property_type",
+        "product_guid",
+        "location",
+        "variable_path",
+        "is_ca",
+    }
     for c in certs:
         assert set(c) == keys  # legacy: no rotation_procedure_* fields
         assert S_RE.match(c["valid_from"]) and S_RE.match(c["valid_until"])
@@ -212,7 +247,10 @@ def test_deployed_certificates(api):
             assert c["variable_path"] and c["product_guid"] is None and c["property_reference"] is None
         else:
             assert c["variable_path"] is None and c["product_guid"] in (P_BOSH, CF)
-            assert c["property_reference"].startswith(".properties.") and c["property_type"] == "rsa_cert_credentials"
+            assert (
+                c["property_reference"].startswith(".properties.")
+                and c["property_type"] == "rsa_cert_credentials"
+            )
     by_path = {c["variable_path"] or c["property_reference"]: c for c in certs}
     assert by_path["/p-bosh/director/nats_server_tls"]["issuer"] == "/C=US/O=Pivotal"
     assert by_path["/services/tls_ca"]["is_ca"] is True
@@ -227,8 +265,11 @@ def test_deployed_certificates(api):
     for bad in ("0d", "3", "3x", "-1m", "m"):
         r = api.get(f"/api/v0/deployed/certificates?expires_within={bad}")
         assert r.status_code == 422
-        assert r.json() == {"errors": [f"Invalid expires_within '{bad}': expected an integer followed by d, w, m "
-                                       "or y (e.g. 3m)"]}
+        assert r.json() == {
+            "errors": [
+                f"Invalid expires_within '{bad}': expected an integer followed by d, w, m or y (e.g. 3m)"
+            ]
+        }
     only_excluded = api.get("/api/v0/deployed/certificates?show_excluded_from_rotation_only=true").json()
     assert [c["variable_path"] for c in only_excluded["certificates"]] == ["/services/tls_ca"]
 
@@ -239,13 +280,15 @@ def test_credentials_endpoint(api):
     cred = r.json()["credential"]
     assert cred["type"] == "rsa_cert_credentials"
     assert cred["value"]["cert_pem"].startswith("-----BEGIN CERTIFICATE-----")
-    leaf = {l["name"]: l for l in api.sim.state()["leaves"]}["director_ssl"]
+    leaf = {leaf_["name"]: leaf_ for leaf_ in api.sim.state()["leaves"]}["director_ssl"]
     assert cred["value"]["cert_pem"] == leaf["cert_pem"]
     assert api.get(f"/api/v0/deployed/products/{CF}/credentials").json() == {
-        "credentials": [".properties.credhub_internal_tls", ".properties.networking_poe_ssl_certs"]}
+        "credentials": [".properties.credhub_internal_tls", ".properties.networking_poe_ssl_certs"]
+    }
     r = api.get(f"/api/v0/deployed/products/{P_BOSH}/credentials/.properties.nope")
     assert r.status_code == 404 and r.json() == {
-        "errors": [f"Credential '.properties.nope' not found for product '{P_BOSH}'"]}
+        "errors": [f"Credential '.properties.nope' not found for product '{P_BOSH}'"]
+    }
     r = api.get("/api/v0/deployed/products/nope/credentials/.properties.director_ssl")
     assert r.status_code == 404 and r.json() == {"errors": ["Product with guid 'nope' not found"]}
 
@@ -257,13 +300,21 @@ def test_unknown_route_404(api):
 
 def test_no_auth_on_every_api_endpoint(api):
     paths = [
-        ("GET", "/api/v0/certificate_authorities"), ("POST", "/api/v0/certificate_authorities/generate"),
-        ("POST", "/api/v0/certificate_authorities"), ("POST", "/api/v0/certificate_authorities/active/regenerate"),
-        ("POST", "/api/v0/certificate_authorities/x/activate"), ("DELETE", "/api/v0/certificate_authorities/x"),
-        ("POST", "/api/v0/installations"), ("GET", "/api/v0/installations"), ("GET", "/api/v0/installations/1"),
-        ("GET", "/api/v0/installations/1/logs"), ("GET", "/api/v0/installations/current_log"),
-        ("GET", "/api/v0/staged/pending_changes"), ("GET", "/api/v0/staged/products"),
-        ("GET", "/api/v0/deployed/products"), ("GET", "/api/v0/deployed/certificates"),
+        ("GET", "/api/v0/certificate_authorities"),
+        ("POST", "/api/v0/certificate_authorities/generate"),
+        ("POST", "/api/v0/certificate_authorities"),
+        ("POST", "/api/v0/certificate_authorities/active/regenerate"),
+        ("POST", "/api/v0/certificate_authorities/x/activate"),
+        ("DELETE", "/api/v0/certificate_authorities/x"),
+        ("POST", "/api/v0/installations"),
+        ("GET", "/api/v0/installations"),
+        ("GET", "/api/v0/installations/1"),
+        ("GET", "/api/v0/installations/1/logs"),
+        ("GET", "/api/v0/installations/current_log"),
+        ("GET", "/api/v0/staged/pending_changes"),
+        ("GET", "/api/v0/staged/products"),
+        ("GET", "/api/v0/deployed/products"),
+        ("GET", "/api/v0/deployed/certificates"),
         ("GET", f"/api/v0/deployed/products/{P_BOSH}/credentials/.properties.director_ssl"),
     ]
     for method, path in paths:

@@ -28,9 +28,23 @@ def own(tmp_path_factory, launch):
 def test_ready_line_and_tls(tmp_path, creds):
     env = dict(os.environ, PYTHONPATH=INCLUDE_DIR)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "opsman_simulator", "--host", "127.0.0.1", "--port", "0",
-         "--state-dir", str(tmp_path / "s"), "--password", creds["password"]],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "opsman_simulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--password",
+            creds["password"],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     try:
         line = proc.stdout.readline()
@@ -39,13 +53,14 @@ def test_ready_line_and_tls(tmp_path, creds):
         port, ca, pid = int(m.group(1)), m.group(2), int(m.group(3))
         assert port > 0 and pid == proc.pid and ca == str(tmp_path / "s" / "ca.pem")
         # HTTPS only, certificate valid for 127.0.0.1 and localhost
-        cert = x509.load_pem_x509_certificate(
-            ssl.get_server_certificate(("127.0.0.1", port)).encode())
+        cert = x509.load_pem_x509_certificate(ssl.get_server_certificate(("127.0.0.1", port)).encode())
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert "localhost" in san.get_values_for_type(x509.DNSName)
         assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
         for host in ("127.0.0.1", "localhost"):
-            assert requests.get(f"https://{host}:{port}/api/v0/info", verify=ca, timeout=10).status_code == 200
+            assert (
+                requests.get(f"https://{host}:{port}/api/v0/info", verify=ca, timeout=10).status_code == 200
+            )
         with pytest.raises(requests.exceptions.SSLError):
             requests.get(f"https://127.0.0.1:{port}/api/v0/info", timeout=10)  # not in the system trust store
         with pytest.raises(requests.exceptions.ConnectionError):
@@ -59,8 +74,12 @@ def test_restart_keeps_state_port_and_tokens(own):
     ca_pem = Path(own.ca_path).read_text()
     tok = own.token()
     own.reset()
-    r = requests.post(own.url + "/api/v0/certificate_authorities/generate",
-                      headers={"Authorization": f"Bearer {tok}"}, verify=own.ca_path, timeout=10)
+    r = requests.post(
+        own.url + "/api/v0/certificate_authorities/generate",
+        headers={"Authorization": f"Bearer {tok}"},
+        verify=own.ca_path,
+        timeout=10,
+    )
     assert r.status_code == 200
     before = own.state()
     port, pid = own.port, own.pid
@@ -71,22 +90,34 @@ def test_restart_keeps_state_port_and_tokens(own):
     assert after["certificate_authorities"] == before["certificate_authorities"]
     assert after["leaves"] == before["leaves"]
     # tokens are signed, so they survive a restart like UAA JWTs
-    r = requests.get(own.url + "/api/v0/certificate_authorities",
-                     headers={"Authorization": f"Bearer {tok}"}, verify=own.ca_path, timeout=10)
+    r = requests.get(
+        own.url + "/api/v0/certificate_authorities",
+        headers={"Authorization": f"Bearer {tok}"},
+        verify=own.ca_path,
+        timeout=10,
+    )
     assert r.status_code == 200 and len(r.json()["certificate_authorities"]) == 2
     # the journal survives too
     assert [e["path"] for e in own.journal()][-2:] == [
-        "/api/v0/certificate_authorities/generate", "/api/v0/certificate_authorities"]
+        "/api/v0/certificate_authorities/generate",
+        "/api/v0/certificate_authorities",
+    ]
 
 
 def test_restart_mid_install_finishes_on_wall_clock(own):
     own.reset()
     tok = own.token()
     h = {"Authorization": f"Bearer {tok}", "Content-Type": "application/json"}
-    new = requests.post(own.url + "/api/v0/certificate_authorities/generate", headers=h,
-                        verify=own.ca_path, timeout=10).json()
-    r = requests.post(own.url + "/api/v0/installations", json={"deploy_products": "all"}, headers=h,
-                      verify=own.ca_path, timeout=10)
+    new = requests.post(
+        own.url + "/api/v0/certificate_authorities/generate", headers=h, verify=own.ca_path, timeout=10
+    ).json()
+    r = requests.post(
+        own.url + "/api/v0/installations",
+        json={"deploy_products": "all"},
+        headers=h,
+        verify=own.ca_path,
+        timeout=10,
+    )
     iid = r.json()["install"]["id"]
     t0 = time.time()
     own.stop()
@@ -105,8 +136,11 @@ def test_restart_mid_install_finishes_on_wall_clock(own):
     started = inst["installations"][0]["started_at"]
     finished = inst["installations"][0]["finished_at"]
     from datetime import datetime
-    dur = (datetime.fromisoformat(finished.replace("Z", "+00:00"))
-           - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
+
+    dur = (
+        datetime.fromisoformat(finished.replace("Z", "+00:00"))
+        - datetime.fromisoformat(started.replace("Z", "+00:00"))
+    ).total_seconds()
     assert abs(dur - 1.5) < 0.01
     assert new["guid"] in own.state()["trusted_ca_guids"]
 
@@ -131,16 +165,18 @@ def test_atomic_state_writes(own):
     tok = own.token()
     h = {"Authorization": f"Bearer {tok}"}
     for _ in range(5):
-        requests.post(own.url + "/api/v0/certificate_authorities/generate", headers=h, verify=own.ca_path,
-                      timeout=10)
+        requests.post(
+            own.url + "/api/v0/certificate_authorities/generate", headers=h, verify=own.ca_path, timeout=10
+        )
         # every observation of state.json is complete JSON
         json.loads((d / "state.json").read_text())
     leftovers = [p.name for p in d.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
     assert (d / "state.json").stat().st_mode & 0o777 == 0o600
     # a crash (SIGKILL) right after a write loses nothing that was acknowledged
-    r = requests.post(own.url + "/api/v0/certificate_authorities/generate", headers=h, verify=own.ca_path,
-                      timeout=10)
+    r = requests.post(
+        own.url + "/api/v0/certificate_authorities/generate", headers=h, verify=own.ca_path, timeout=10
+    )
     guid = r.json()["guid"]
     own.kill()
     saved = json.loads((d / "state.json").read_text())
@@ -176,10 +212,24 @@ def test_simulator_process_context_manager(tmp_path):
 
 def test_secrets_that_start_with_a_dash_reach_the_simulator(tmp_path):
     # token_urlsafe() can start with "-"; passed as "--password -x..." argparse would take it for a flag.
-    with SimulatorProcess(tmp_path / "dash", password="-Ab3-secret", client_id="-bot", client_secret="-Cd4") as sim:
-        grant = {"grant_type": "password", "username": "admin", "password": "-Ab3-secret", "client_id": "opsman"}
-        r = requests.post(f"{sim.url}/uaa/oauth/token", data=grant, auth=("opsman", ""), verify=sim.ca_path, timeout=30)
+    with SimulatorProcess(
+        tmp_path / "dash", password="-Ab3-secret", client_id="-bot", client_secret="-Cd4"
+    ) as sim:
+        grant = {
+            "grant_type": "password",
+            "username": "admin",
+            "password": "-Ab3-secret",
+            "client_id": "opsman",
+        }
+        r = requests.post(
+            f"{sim.url}/uaa/oauth/token", data=grant, auth=("opsman", ""), verify=sim.ca_path, timeout=30
+        )
         assert r.status_code == 200 and r.json()["access_token"]
-        r = requests.post(f"{sim.url}/uaa/oauth/token", data={"grant_type": "client_credentials"}, auth=("-bot", "-Cd4"),
-                          verify=sim.ca_path, timeout=30)
+        r = requests.post(
+            f"{sim.url}/uaa/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=("-bot", "-Cd4"),
+            verify=sim.ca_path,
+            timeout=30,
+        )
         assert r.status_code == 200

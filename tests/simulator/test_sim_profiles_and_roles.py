@@ -28,9 +28,19 @@ def as_user(make_api, sim, username: str, password: str):
 
     def token(refresh: bool = False) -> str:
         if api._token is None or refresh:
-            r = requests.post(sim.url + "/uaa/oauth/token", auth=("opsman", ""), verify=sim.ca_path, timeout=30,
-                              data={"grant_type": "password", "username": username, "password": password,
-                                    "client_id": "opsman", "token_format": "jwt"})
+            r = requests.post(
+                sim.url + "/uaa/oauth/token",
+                auth=("opsman", ""),
+                verify=sim.ca_path,
+                timeout=30,
+                data={
+                    "grant_type": "password",
+                    "username": username,
+                    "password": password,
+                    "client_id": "opsman",
+                    "token_format": "jwt",
+                },
+            )
             assert r.status_code == 200, r.text
             api._token = r.json()["access_token"]
         return api._token
@@ -41,9 +51,18 @@ def as_user(make_api, sim, username: str, password: str):
 
 @pytest.fixture(scope="module", params=["2.9", "2.10", "3.0"])
 def profiled(request, tmp_path_factory, launch):
-    s = launch(tmp_path_factory, f"sim-{request.param}",
-                  extra_args=("--profile", request.param, "--extra-user", "control:c-pw:restricted_control",
-                              "--extra-user", "viewer:v-pw:read_only"))
+    s = launch(
+        tmp_path_factory,
+        f"sim-{request.param}",
+        extra_args=(
+            "--profile",
+            request.param,
+            "--extra-user",
+            "control:c-pw:restricted_control",
+            "--extra-user",
+            "viewer:v-pw:read_only",
+        ),
+    )
     s.profile = request.param
     yield s
     s.stop()
@@ -63,7 +82,10 @@ def test_info_reports_the_profiles_version_without_a_token(papi):
     assert r.status_code == 200 and r.json()["info"]["version"].startswith(VERSIONS[papi.sim.profile])
     config = papi.sim.state()["config"]
     assert config["profile"] == papi.sim.profile and config["version"] == r.json()["info"]["version"]
-    assert config["extra_users"] == [{"name": "control", "role": "restricted_control"}, {"name": "viewer", "role": "full_view"}]
+    assert config["extra_users"] == [
+        {"name": "control", "role": "restricted_control"},
+        {"name": "viewer", "role": "full_view"},
+    ]
     assert "c-pw" not in str(config)
 
 
@@ -85,8 +107,16 @@ def test_root_cas_in_deployed_certificates_from_2_10(papi):
     assert len(roots) == 1 and roots[0]["location"] == "ops_manager" and roots[0]["product_guid"] is None
     assert roots[0]["valid_until"][:10] == active["expires_on"][:10]
     papi.post("/api/v0/certificate_authorities/generate", json={})
-    assert len([c for c in papi.get("/api/v0/deployed/certificates").json()["certificates"] if c["is_ca"]
-                and c["issuer"] == "/C=US/O=Pivotal"]) == 2
+    assert (
+        len(
+            [
+                c
+                for c in papi.get("/api/v0/deployed/certificates").json()["certificates"]
+                if c["is_ca"] and c["issuer"] == "/C=US/O=Pivotal"
+            ]
+        )
+        == 2
+    )
     # The expiry filter applies to them as to leaves: a 4-year CA is not expiring within a day.
     soon = papi.get("/api/v0/deployed/certificates?expires_within=1d").json()["certificates"]
     assert not [c for c in soon if c["issuer"] == "/C=US/O=Pivotal" and c["is_ca"]]
@@ -109,15 +139,26 @@ def test_current_log_by_profile(papi):
 
 class TestRoles:
     def credential_path(self, api) -> str:
-        cert = next(c for c in api.get("/api/v0/deployed/certificates").json()["certificates"]
-                    if c["location"] == "ops_manager" and c["property_reference"])
+        cert = next(
+            c
+            for c in api.get("/api/v0/deployed/certificates").json()["certificates"]
+            if c["location"] == "ops_manager" and c["property_reference"]
+        )
         return f"/api/v0/deployed/products/{cert['product_guid']}/credentials/{cert['property_reference']}"
 
     def test_the_token_lists_the_roles_group(self, papi):
         control = as_user(papi.__class__, papi.sim, "control", "c-pw")
-        r = requests.post(papi.sim.url + "/uaa/oauth/token", auth=("opsman", ""), verify=papi.sim.ca_path, timeout=30,
-                          data={"grant_type": "password", "username": "control", "password": "c-pw", "client_id": "opsman"})
-        assert "opsman.restricted_control" in r.json()["scope"].split() and "opsman.admin" not in r.json()["scope"]
+        r = requests.post(
+            papi.sim.url + "/uaa/oauth/token",
+            auth=("opsman", ""),
+            verify=papi.sim.ca_path,
+            timeout=30,
+            data={"grant_type": "password", "username": "control", "password": "c-pw", "client_id": "opsman"},
+        )
+        assert (
+            "opsman.restricted_control" in r.json()["scope"].split()
+            and "opsman.admin" not in r.json()["scope"]
+        )
         assert control.token()
 
     def test_restricted_control_writes_but_may_not_read_credentials(self, papi):
@@ -125,7 +166,9 @@ class TestRoles:
         path = self.credential_path(papi)
         assert papi.get(path).status_code == 200
         refused = control.get(path)
-        assert refused.status_code == 403 and refused.json() == {"errors": {"errors": ["You are not authorized to view credentials"]}}
+        assert refused.status_code == 403 and refused.json() == {
+            "errors": {"errors": ["You are not authorized to view credentials"]}
+        }
         assert control.get(path.rsplit("/", 1)[0]).status_code == 200, "the list of references stays readable"
         assert control.post("/api/v0/certificate_authorities/generate", json={}).status_code == 200
         assert control.wait_install(control.apply()) == "succeeded"
@@ -135,17 +178,31 @@ class TestRoles:
         assert viewer.get("/api/v0/certificate_authorities").status_code == 200
         assert viewer.get("/api/v0/installations").status_code == 200
         (ca,) = papi.cas()
-        for method, path in [("POST", "/api/v0/certificate_authorities/generate"), ("POST", "/api/v0/installations"),
-                             ("DELETE", f"/api/v0/certificate_authorities/{ca['guid']}"),
-                             ("PUT", "/api/v0/staged/director/properties")]:
+        for method, path in [
+            ("POST", "/api/v0/certificate_authorities/generate"),
+            ("POST", "/api/v0/installations"),
+            ("DELETE", f"/api/v0/certificate_authorities/{ca['guid']}"),
+            ("PUT", "/api/v0/staged/director/properties"),
+        ]:
             r = viewer.call(method, path, json={})
-            assert r.status_code == 403 and r.json() == {"errors": {"errors": ["You are not authorized to perform this action"]}}, (method, path)
+            assert r.status_code == 403 and r.json() == {
+                "errors": {"errors": ["You are not authorized to perform this action"]}
+            }, (method, path)
         assert papi.cas() == [ca] and len(papi.get("/api/v0/installations").json()["installations"]) == 1
 
     def test_a_wrong_password_for_an_extra_user_is_refused(self, papi, creds):
-        r = requests.post(papi.sim.url + "/uaa/oauth/token", auth=("opsman", ""), verify=papi.sim.ca_path, timeout=30,
-                          data={"grant_type": "password", "username": "viewer", "password": creds["password"],
-                                "client_id": "opsman"})
+        r = requests.post(
+            papi.sim.url + "/uaa/oauth/token",
+            auth=("opsman", ""),
+            verify=papi.sim.ca_path,
+            timeout=30,
+            data={
+                "grant_type": "password",
+                "username": "viewer",
+                "password": creds["password"],
+                "client_id": "opsman",
+            },
+        )
         assert r.status_code == 401
 
 

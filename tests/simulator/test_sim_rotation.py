@@ -21,20 +21,26 @@ def _aki(cert: x509.Certificate) -> str:
 
 
 def _leaves(sim) -> dict[str, dict]:
-    return {l["name"]: l for l in sim.state()["leaves"]}
+    return {leaf["name"]: leaf for leaf in sim.state()["leaves"]}
 
 
 def _rotated(sim) -> list[str]:
-    return [n for n, l in _leaves(sim).items() if not l["configurable"] and not l["excluded"]]
+    return [n for n, leaf in _leaves(sim).items() if not leaf["configurable"] and not leaf["excluded"]]
 
 
 def test_initial_leaves_are_signed_by_the_initial_ca(api):
     st = api.sim.state()
     (ca,) = st["certificate_authorities"]
     ca_cert = _cert(ca["cert_pem"])
-    names = [l["name"] for l in st["leaves"]]
-    assert names == ["nats_server", "diego_rep", "director_ssl", "cf_credhub_internal", "cf_router_wildcard",
-                     "services_tls_ca"]
+    names = [leaf["name"] for leaf in st["leaves"]]
+    assert names == [
+        "nats_server",
+        "diego_rep",
+        "director_ssl",
+        "cf_credhub_internal",
+        "cf_router_wildcard",
+        "services_tls_ca",
+    ]
     for leaf in st["leaves"]:
         cert = _cert(leaf["cert_pem"])
         assert leaf["authority_key_identifier"] == _aki(cert)
@@ -63,7 +69,9 @@ def test_full_rotation(api):
     assert st["trusted_ca_guids"] == [old["guid"], new["guid"]]
     assert st["installations"][0]["deployed"]["trusted_ca_guids"] == [old["guid"], new["guid"]]
     assert st["installations"][0]["deployed"]["reissued_leaves"] == []
-    new_ski = [c for c in st["certificate_authorities"] if c["guid"] == new["guid"]][0]["subject_key_identifier"]
+    new_ski = [c for c in st["certificate_authorities"] if c["guid"] == new["guid"]][0][
+        "subject_key_identifier"
+    ]
     assert new_ski != old_ski
 
     # Step 2: activate
@@ -91,8 +99,9 @@ def test_full_rotation(api):
     cred = api.get(f"/api/v0/deployed/products/{P_BOSH}/credentials/.properties.director_ssl").json()
     assert _aki(_cert(cred["credential"]["value"]["cert_pem"])) == new_ski
     # the deployed-certificates issuer name cannot tell the CAs apart (same subject)
-    issuers = {c["issuer"] for c in api.get("/api/v0/deployed/certificates").json()["certificates"]
-               if not c["is_ca"]}
+    issuers = {
+        c["issuer"] for c in api.get("/api/v0/deployed/certificates").json()["certificates"] if not c["is_ca"]
+    }
     assert issuers == {"/C=US/O=Pivotal"}
 
     # Step 5: delete the old CA + Apply Changes: nothing deployed refers to it any more
@@ -114,7 +123,9 @@ def test_full_rotation(api):
             assert old["guid"] not in inst["deployed"]["trusted_ca_guids"]
             assert old["guid"] not in inst["deployed"]["leaf_issuers"].values()
     # history: newest first, 4 installations
-    assert [i["status"] for i in api.get("/api/v0/installations").json()["installations"]] == ["succeeded"] * 4
+    assert [i["status"] for i in api.get("/api/v0/installations").json()["installations"]] == [
+        "succeeded"
+    ] * 4
 
 
 def test_regenerate_without_apply_leaves_old_certs_deployed(api):
@@ -148,7 +159,9 @@ def test_director_only_apply_updates_only_the_director(api):
     assert api.apply_and_wait({"deploy_products": [CF]}) == "succeeded"
     st = sim.state()
     assert st["trusted_ca_guids"] == [old["guid"], new["guid"]]
-    assert all(l["issuer_ca_guid"] == new["guid"] for l in st["leaves"] if l["name"] in _rotated(sim))
+    assert all(
+        leaf["issuer_ca_guid"] == new["guid"] for leaf in st["leaves"] if leaf["name"] in _rotated(sim)
+    )
 
 
 def test_regenerate_failed_leaves(api):
@@ -178,5 +191,7 @@ def test_regenerate_during_running_install_stays_pending(api):
     assert all(leaves[n]["issuer_ca_guid"] != new["guid"] for n in _rotated(sim))
     api.apply_and_wait()
     leaves = _leaves(sim)
-    assert all(leaves[n]["issuer_ca_guid"] == new["guid"] and not leaves[n]["pending_regeneration"]
-               for n in _rotated(sim))
+    assert all(
+        leaves[n]["issuer_ca_guid"] == new["guid"] and not leaves[n]["pending_regeneration"]
+        for n in _rotated(sim)
+    )

@@ -17,9 +17,20 @@ MITIGATION_RE = re.compile(r"Apply Changes.*Do not run earlier commands", re.S)
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory, launch):
-    s = launch(tmp_path_factory, "sim210", apply_seconds=0.6,
-               extra_args=("--answer-style", "2.10", "--ca-date-format", "rfc3339", "--safety-checks",
-                           "--initial-ca-age-days", "30"))
+    s = launch(
+        tmp_path_factory,
+        "sim210",
+        apply_seconds=0.6,
+        extra_args=(
+            "--answer-style",
+            "2.10",
+            "--ca-date-format",
+            "rfc3339",
+            "--safety-checks",
+            "--initial-ca-age-days",
+            "30",
+        ),
+    )
     yield s
     s.stop()
 
@@ -55,9 +66,12 @@ def test_ca_objects_rfc3339_and_nats(api):
     assert set(ca) == {"guid", "issuer", "created_on", "expires_on", "active", "cert_pem", "nats_cert_pem"}
     assert RFC_S.match(ca["created_on"]) and RFC_S.match(ca["expires_on"])
     created = dt.datetime.fromisoformat(ca["created_on"].replace("Z", "+00:00"))
-    age = dt.datetime.now(dt.timezone.utc) - created
+    age = dt.datetime.now(dt.UTC) - created
     assert dt.timedelta(days=29, hours=23) < age < dt.timedelta(days=30, hours=1)
-    assert ca["nats_cert_pem"].startswith("-----BEGIN CERTIFICATE-----") and ca["nats_cert_pem"] != ca["cert_pem"]
+    assert (
+        ca["nats_cert_pem"].startswith("-----BEGIN CERTIFICATE-----")
+        and ca["nats_cert_pem"] != ca["cert_pem"]
+    )
 
 
 def test_rotation_with_2_10_answers_and_safety_checks(api):
@@ -81,7 +95,11 @@ def test_rotation_with_2_10_answers_and_safety_checks(api):
     r = api.post(f"/api/v0/certificate_authorities/{new['guid']}/activate", json={})
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"certificates"} and set(body["certificates"]) == {"updated", "excluded", "update_failed"}
+    assert set(body) == {"certificates"} and set(body["certificates"]) == {
+        "updated",
+        "excluded",
+        "update_failed",
+    }
     _check_items(body["certificates"]["updated"])
     assert len(body["certificates"]["updated"]) == 4 and body["certificates"]["update_failed"] == []
 
@@ -90,14 +108,21 @@ def test_rotation_with_2_10_answers_and_safety_checks(api):
     regen = r.json()["certificates"]
     assert set(regen) == {"regenerated", "excluded", "regenerate_failed"}
     _check_items(regen["regenerated"] + regen["excluded"])
-    assert sorted(i["variable_path"] or i["property_reference"] for i in regen["regenerated"]) == sorted([
-        "/p-bosh/director/nats_server_tls", f"/p-bosh/{CF}/diego_rep_agent_v2", ".properties.director_ssl",
-        ".properties.credhub_internal_tls"])
+    assert sorted(i["variable_path"] or i["property_reference"] for i in regen["regenerated"]) == sorted(
+        [
+            "/p-bosh/director/nats_server_tls",
+            f"/p-bosh/{CF}/diego_rep_agent_v2",
+            ".properties.director_ssl",
+            ".properties.credhub_internal_tls",
+        ]
+    )
     assert regen["regenerate_failed"] == []
 
     # delete the old CA before the Apply Changes that deploys the regenerated leaves: violation
-    _violation(api.delete(f"/api/v0/certificate_authorities/{old['guid']}"),
-               names_include=["/p-bosh/director/nats_server_tls", ".properties.director_ssl"])
+    _violation(
+        api.delete(f"/api/v0/certificate_authorities/{old['guid']}"),
+        names_include=["/p-bosh/director/nats_server_tls", ".properties.director_ssl"],
+    )
     assert len(api.cas()) == 2
     assert api.apply_and_wait() == "succeeded"
     r = api.delete(f"/api/v0/certificate_authorities/{old['guid']}")
@@ -110,8 +135,10 @@ def test_rotation_with_2_10_answers_and_safety_checks(api):
 def test_activate_needs_every_trust_store(api):
     new = api.post("/api/v0/certificate_authorities/generate").json()
     api.apply_and_wait({"deploy_products": "none"})  # only the director learns the new CA
-    _violation(api.post(f"/api/v0/certificate_authorities/{new['guid']}/activate", json={}),
-               names_include=[f"trust store of {CF}"])
+    _violation(
+        api.post(f"/api/v0/certificate_authorities/{new['guid']}/activate", json={}),
+        names_include=[f"trust store of {CF}"],
+    )
 
 
 def test_regenerate_failed_reported(api):
@@ -121,7 +148,9 @@ def test_regenerate_failed_reported(api):
     failed = r.json()["certificates"]["regenerate_failed"]
     _check_items(failed)
     assert [i["variable_path"] or i["property_reference"] for i in failed] == [
-        f"/p-bosh/{CF}/diego_rep_agent_v2", ".properties.director_ssl"]
+        f"/p-bosh/{CF}/diego_rep_agent_v2",
+        ".properties.director_ssl",
+    ]
     assert len(r.json()["certificates"]["regenerated"]) == 2
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import requests
 
 INVALID_TOKEN = {
@@ -106,7 +105,10 @@ def test_unsupported_grant(fresh):
 def test_missing_garbage_and_wrong_scheme_tokens_get_401(api):
     for headers in ({}, {"Authorization": "Bearer garbage"}, {"Authorization": "Basic b3BzbWFuOg=="}):
         r = requests.get(
-            api.sim.url + "/api/v0/certificate_authorities", headers=headers, verify=api.sim.ca_path, timeout=10
+            api.sim.url + "/api/v0/certificate_authorities",
+            headers=headers,
+            verify=api.sim.ca_path,
+            timeout=10,
         )
         assert r.status_code == 401
         assert r.json() == INVALID_TOKEN

@@ -14,11 +14,14 @@ import pytest
 from system_support import LocalAirflow, airflow_stack, running_stack
 
 
-
 @pytest.fixture(scope="session")
 def local_airflow(tmp_path_factory) -> Iterator[LocalAirflow]:
     home = tmp_path_factory.mktemp("local-airflow")
     port = airflow_stack.free_port()
-    with running_stack("local_airflow.py", home, ["--port", str(port), "--apply-seconds", "1", "--fresh"],
-                       "local-airflow.json") as stack:
+    with running_stack(
+        "local_airflow.py",
+        home,
+        ["--port", str(port), "--apply-seconds", "1", "--fresh"],
+        "local-airflow.json",
+    ) as stack:
         yield stack

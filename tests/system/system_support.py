@@ -41,7 +41,11 @@ class LocalAirflow:
 
     def trigger(self, conf: dict[str, Any], prefix: str = "test") -> str:
         run_id = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        self.api.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "dag_run_id": run_id, "conf": conf})
+        self.api.request(
+            "POST",
+            f"/api/v2/dags/{DAG_ID}/dagRuns",
+            {"logical_date": None, "dag_run_id": run_id, "conf": conf},
+        )
         return run_id
 
     def wait_for_run(self, run_id: str, timeout: float = 300.0) -> str:
@@ -51,7 +55,9 @@ class LocalAirflow:
             if state in ("success", "failed"):
                 return state
             if time.monotonic() > deadline:
-                raise AssertionError(f"run {run_id} still {state} after {timeout} s; see {self.home / 'logs'}")
+                raise AssertionError(
+                    f"run {run_id} still {state} after {timeout} s; see {self.home / 'logs'}"
+                )
             time.sleep(2)
 
     def task_instances(self, run_id: str) -> dict[str, dict[str, Any]]:
@@ -59,38 +65,56 @@ class LocalAirflow:
         return {ti["task_id"]: ti for ti in body["task_instances"]}
 
     def log_text(self, run_id: str, task_id: str, try_number: int = 1) -> str:
-        body = self.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?full_content=true")
+        body = self.api.request(
+            "GET",
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?full_content=true",
+        )
         content = body.get("content")
         if isinstance(content, str):
             return content
         return "\n".join(str(e.get("event", "")) if isinstance(e, dict) else str(e) for e in content or [])
 
     def links(self, run_id: str, task_id: str) -> dict[str, str | None]:
-        body = self.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/links")
+        body = self.api.request(
+            "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/links"
+        )
         return body.get("extra_links", body)
 
     def reset_simulator(self) -> None:
         """Back to one old CA and no recent rotation, so every test rotates from the same start."""
         import requests
 
-        r = requests.post(f"{self.info['simulator_url']}/_simulator/reset", verify=self.info["simulator_ca"], timeout=30)
+        r = requests.post(
+            f"{self.info['simulator_url']}/_simulator/reset", verify=self.info["simulator_ca"], timeout=30
+        )
         r.raise_for_status()
 
     def xcom(self, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        return self.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")["value"]
+        return self.api.request(
+            "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        )["value"]
 
 
 @contextmanager
-def running_stack(script: str, home: Path, up_args: list[str], info_file: str, down_timeout: float = 120) -> Iterator[LocalAirflow]:
+def running_stack(
+    script: str, home: Path, up_args: list[str], info_file: str, down_timeout: float = 120
+) -> Iterator[LocalAirflow]:
     """``scripts/<script> up`` in ``home``, the stack as a :class:`LocalAirflow`, and ``down`` by PID whatever happens."""
     command = [sys.executable, str(REPO / "scripts" / script)]
     started = time.monotonic()
-    up = subprocess.run([*command, "up", "--home", str(home), *up_args],
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    up = subprocess.run(
+        [*command, "up", "--home", str(home), *up_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
     try:
         if up.returncode != 0:
-            logs = "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-30:])
-                             for p in sorted((home / "logs").glob("*.log")))
+            logs = "\n".join(
+                f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-30:])
+                for p in sorted((home / "logs").glob("*.log"))
+            )
             pytest.fail(f"{script} up failed:\n{up.stdout}\n{logs}")
         info = json.loads((home / info_file).read_text())
         print(f"{script} up in {time.monotonic() - started:.1f} s")

@@ -25,8 +25,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.system]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = Path(os.environ.get("OPSMAN_ARTIFACTS", REPO / ".run" / "artifacts")) / "browser"
 
@@ -108,13 +114,17 @@ def test_rotation_from_the_ui(local_airflow, page):
             if title:
                 assert title in text, f"Param {name}: title {title!r} not shown in section {section!r}"
             if param.get("description"):
-                assert param["description"] in text, f"Param {name}: description not shown in section {section!r}"
+                assert param["description"] in text, (
+                    f"Param {name}: description not shown in section {section!r}"
+                )
 
     # 3. Trigger with a 1 s poll interval (the simulator's Apply Changes takes 1 s).
     section = params["poll_interval_seconds"]["schema"].get("section")
     if section and dialog.locator(f'[id$=":trigger:{section}"]').get_attribute("aria-expanded") != "true":
         dialog.locator(f'[id$=":trigger:{section}"]').click()
-    poll = dialog.locator('[id="number-input:element_poll_interval_seconds:inc"]').get_attribute("aria-controls")
+    poll = dialog.locator('[id="number-input:element_poll_interval_seconds:inc"]').get_attribute(
+        "aria-controls"
+    )
     poll_input = dialog.locator(f'[id="{poll}"]')
     poll_input.fill("1")
     poll_input.press("Tab")
@@ -147,7 +157,9 @@ def test_rotation_from_the_ui(local_airflow, page):
     # 6. An extra link: the Apply Changes task's link to the installation in Ops Manager.
     links = local_airflow.links(run_id, "delete_old_ca.apply_changes")
     if "Ops Manager installation" not in links:
-        pytest.skip("OpsManagerInstallationLink is not wired on ApplyChangesOperator yet (operator_extra_links)")
+        pytest.skip(
+            "OpsManagerInstallationLink is not wired on ApplyChangesOperator yet (operator_extra_links)"
+        )
     page.goto(f"{url}/dags/{DAG_ID}/runs/{run_id}/tasks/delete_old_ca.apply_changes/details")
     link = page.get_by_role("link", name="Ops Manager installation")
     link.wait_for()

@@ -15,7 +15,9 @@ from system_support import airflow_stack, missing, running_stack
 pytestmark = [pytest.mark.celery, pytest.mark.system]
 
 FOUNDATIONS = 3
-WORKLOAD = re.compile(r"Executing workload in Celery: .*?task_id=(?P<task>[^/']+)/attempt=(?P<try>\d+)\.log.*?run_id='(?P<run>[^']+)'")
+WORKLOAD = re.compile(
+    r"Executing workload in Celery: .*?task_id=(?P<task>[^/']+)/attempt=(?P<try>\d+)\.log.*?run_id='(?P<run>[^']+)'"
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +26,30 @@ def celery_cluster(tmp_path_factory):
         missing("PostgreSQL 15 and redis-server from Debian are needed (./dev system-deps)")
     home = tmp_path_factory.mktemp("celery-airflow")
     port = airflow_stack.free_port()
-    up_args = ["--port", str(port), "--workers", "2", "--foundations", str(FOUNDATIONS), "--apply-seconds", "1"]
-    with running_stack("celery_cluster.py", home, up_args, "celery-cluster.json", down_timeout=180) as cluster:
+    up_args = [
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--foundations",
+        str(FOUNDATIONS),
+        "--apply-seconds",
+        "1",
+    ]
+    with running_stack(
+        "celery_cluster.py", home, up_args, "celery-cluster.json", down_timeout=180
+    ) as cluster:
         yield cluster
+
 
 def test_rotate_several_foundations_on_celery_workers(celery_cluster):
     started = time.monotonic()
     runs = {}
     for n in range(1, FOUNDATIONS + 1):
         conn_id = f"opsman_foundation_{n}"
-        runs[conn_id] = celery_cluster.trigger({"opsman_conn_id": conn_id, "poll_interval_seconds": 1}, prefix=f"f{n}")
+        runs[conn_id] = celery_cluster.trigger(
+            {"opsman_conn_id": conn_id, "poll_interval_seconds": 1}, prefix=f"f{n}"
+        )
     for conn_id, run_id in runs.items():
         assert celery_cluster.wait_for_run(run_id, timeout=600) == "success", conn_id
     print(f"{FOUNDATIONS} foundations rotated in {time.monotonic() - started:.1f} s")
@@ -46,10 +62,16 @@ def test_rotate_several_foundations_on_celery_workers(celery_cluster):
     # Every task that ran was executed by a Celery worker, and both workers took work.
     executed: dict[str, set[tuple[str, str]]] = {}
     for log in sorted((celery_cluster.home / "logs").glob("worker*.log")):
-        executed[log.stem] = {(m["run"], m["task"]) for m in WORKLOAD.finditer(log.read_text(errors="replace"))}
+        executed[log.stem] = {
+            (m["run"], m["task"]) for m in WORKLOAD.finditer(log.read_text(errors="replace"))
+        }
     on_workers = set().union(*executed.values())
     for run_id in runs.values():
         ran = {t for t, ti in celery_cluster.task_instances(run_id).items() if ti["state"] == "success"}
-        assert ran and {(run_id, t) for t in ran} <= on_workers, sorted(ran - {t for r, t in on_workers if r == run_id})
-    assert set(executed) == {"worker1", "worker2"} and all(executed.values()), {k: len(v) for k, v in executed.items()}
+        assert ran and {(run_id, t) for t in ran} <= on_workers, sorted(
+            ran - {t for r, t in on_workers if r == run_id}
+        )
+    assert set(executed) == {"worker1", "worker2"} and all(executed.values()), {
+        k: len(v) for k, v in executed.items()
+    }
     print("workloads per worker:", {k: len(v) for k, v in executed.items()})

@@ -23,12 +23,18 @@ def opsman_meta():
     from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
 
     metas = [m for m in HookMetaService.hook_meta_data() if m.connection_type == "opsman"]
-    assert len(metas) == 1, "connection type 'opsman' is not registered: is the project installed (./dev setup)?"
+    assert len(metas) == 1, (
+        "connection type 'opsman' is not registered: is the project installed (./dev setup)?"
+    )
     return metas[0].model_dump()
 
 
 def test_entry_point_is_installed_with_the_distribution():
-    eps = [ep for ep in metadata.entry_points(group="apache_airflow_provider") if ep.dist.name == "opsman-ca-rotation"]
+    eps = [
+        ep
+        for ep in metadata.entry_points(group="apache_airflow_provider")
+        if ep.dist.name == "opsman-ca-rotation"
+    ]
     assert [ep.value for ep in eps] == ["opsman_ca_rotation_provider:get_provider_info"]
     info = eps[0].load()()
     assert info["package-name"] == "opsman-ca-rotation"
@@ -40,7 +46,10 @@ def test_provider_is_listed_by_airflow():
 
     providers = ProvidersManager().providers
     assert "opsman-ca-rotation" in providers
-    assert ProvidersManager().providers["opsman-ca-rotation"].data["connection-types"][0]["connection-type"] == "opsman"
+    assert (
+        ProvidersManager().providers["opsman-ca-rotation"].data["connection-types"][0]["connection-type"]
+        == "opsman"
+    )
 
 
 def test_form_names_the_type_and_relabels_the_standard_fields(opsman_meta):
@@ -50,7 +59,11 @@ def test_form_names_the_type_and_relabels_the_standard_fields(opsman_meta):
         assert opsman_meta["standard_fields"] is None and opsman_meta["extra_fields"] is None
         pytest.skip("Airflow < 3.2 reads no conn-fields/ui-field-behaviour metadata")
     std = opsman_meta["standard_fields"]
-    assert std["host"] == {"hidden": False, "title": "Ops Manager URL", "placeholder": "https://opsman.example.com"}
+    assert std["host"] == {
+        "hidden": False,
+        "title": "Ops Manager URL",
+        "placeholder": "https://opsman.example.com",
+    }
     assert std["login"]["title"] == "UAA username"
     assert std["password"]["title"] == "UAA password"
     assert std["port"]["hidden"] is True
@@ -61,8 +74,16 @@ def test_form_names_the_type_and_relabels_the_standard_fields(opsman_meta):
 def test_form_has_our_extra_fields_with_types(opsman_meta):
     fields = opsman_meta["extra_fields"]
     assert set(fields) == {
-        "client_id", "client_secret", "uaa_url", "ca_cert", "skip_ssl_validation",
-        "connect_timeout", "request_timeout", "read_retries", "retry_backoff_seconds", "allow_http",
+        "client_id",
+        "client_secret",
+        "uaa_url",
+        "ca_cert",
+        "skip_ssl_validation",
+        "connect_timeout",
+        "request_timeout",
+        "read_retries",
+        "retry_backoff_seconds",
+        "allow_http",
     }
     assert fields["client_id"]["schema"]["title"] == "UAA client id"
     assert fields["client_secret"]["schema"]["format"] == "password"
@@ -79,7 +100,9 @@ def test_secrets_are_sensitive_fields():
 
     # The public view (3.2 has no private metadata-only one); our hook defines no widgets, so all are metadata.
     widgets = ProvidersManager().connection_form_widgets
-    sensitive = {w.field_name for k, w in widgets.items() if k.startswith("extra__opsman__") and w.is_sensitive}
+    sensitive = {
+        w.field_name for k, w in widgets.items() if k.startswith("extra__opsman__") and w.is_sensitive
+    }
     assert sensitive == {"client_secret"}
 
 
@@ -92,11 +115,20 @@ def test_form_values_are_what_the_hook_reads(tmp_path):
     from opsman.hooks import OpsManagerConnectionSettings
 
     form_extra = {
-        "client_id": "rotation-bot", "client_secret": "s3cret", "uaa_url": None, "ca_cert": None,
-        "skip_ssl_validation": False, "connect_timeout": 10, "request_timeout": 120, "read_retries": 5,
-        "retry_backoff_seconds": 2, "allow_http": False,
+        "client_id": "rotation-bot",
+        "client_secret": "s3cret",
+        "uaa_url": None,
+        "ca_cert": None,
+        "skip_ssl_validation": False,
+        "connect_timeout": 10,
+        "request_timeout": 120,
+        "read_retries": 5,
+        "retry_backoff_seconds": 2,
+        "allow_http": False,
     }
-    conn = Connection(conn_id="x", conn_type="opsman", host="https://opsman.example.com", extra=json.dumps(form_extra))
+    conn = Connection(
+        conn_id="x", conn_type="opsman", host="https://opsman.example.com", extra=json.dumps(form_extra)
+    )
     settings = OpsManagerConnectionSettings.from_connection(conn)
     assert settings.base_url == "https://opsman.example.com"
     assert settings.uaa_url == "https://opsman.example.com/uaa"

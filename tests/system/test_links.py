@@ -6,6 +6,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+
 from opsman import links
 from opsman.links import OpsManagerCertificatesLink, OpsManagerInstallationLink
 
@@ -17,8 +18,11 @@ def connection(monkeypatch, tmp_path):
     def use(host="https://opsman.example.com:8443/", **extra):
         monkeypatch.setenv(
             "AIRFLOW_CONN_OPSMAN_LINKS",
-            json.dumps({"conn_type": "opsman", "host": host, "login": "admin", "password": "pw", "extra": extra}),
+            json.dumps(
+                {"conn_type": "opsman", "host": host, "login": "admin", "password": "pw", "extra": extra}
+            ),
         )
+
     use()
     return use
 
@@ -43,28 +47,42 @@ def operator(**attrs):
 
 def test_installation_link_from_the_return_value(connection, xcom):
     xcom["return_value"] = 7
-    assert OpsManagerInstallationLink().get_link(operator(), ti_key=TI_KEY) == \
-        "https://opsman.example.com:8443/installation_logs/7"
+    assert (
+        OpsManagerInstallationLink().get_link(operator(), ti_key=TI_KEY)
+        == "https://opsman.example.com:8443/installation_logs/7"
+    )
 
 
 def test_sensor_link_falls_back_to_its_installation_id(connection, xcom):
-    assert OpsManagerInstallationLink().get_link(operator(installation_id="12"), ti_key=TI_KEY) == \
-        "https://opsman.example.com:8443/installation_logs/12"
+    assert (
+        OpsManagerInstallationLink().get_link(operator(installation_id="12"), ti_key=TI_KEY)
+        == "https://opsman.example.com:8443/installation_logs/12"
+    )
 
 
 def test_no_installation_points_at_the_change_log(connection, xcom):
     xcom["return_value"] = None
-    assert OpsManagerInstallationLink().get_link(operator(), ti_key=TI_KEY) == "https://opsman.example.com:8443/change_log"
+    assert (
+        OpsManagerInstallationLink().get_link(operator(), ti_key=TI_KEY)
+        == "https://opsman.example.com:8443/change_log"
+    )
 
 
 def test_host_without_scheme_gets_https(connection, xcom):
     connection(host="opsman.example.com")
-    assert OpsManagerCertificatesLink().get_link(operator(), ti_key=TI_KEY) == "https://opsman.example.com/certificates"
+    assert (
+        OpsManagerCertificatesLink().get_link(operator(), ti_key=TI_KEY)
+        == "https://opsman.example.com/certificates"
+    )
 
 
 @pytest.mark.parametrize(
     "op",
-    [operator(opsman_conn_id="does_not_exist"), operator(opsman_conn_id="{{ params.opsman_conn_id }}"), SimpleNamespace()],
+    [
+        operator(opsman_conn_id="does_not_exist"),
+        operator(opsman_conn_id="{{ params.opsman_conn_id }}"),
+        SimpleNamespace(),
+    ],
     ids=["unknown-connection", "unrendered", "no-conn-attribute"],
 )
 def test_links_never_raise(op, xcom, connection):

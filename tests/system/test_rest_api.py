@@ -43,9 +43,14 @@ def test_rotation_through_the_rest_api(local_airflow):
     assert not [t for t, (s, _) in summary.items() if s not in ("success", "skipped")], summary
     assert all(n == 1 for _, n in summary.values()), summary
     for task_id in (
-        "preflight.check_ops_manager", "create_new_ca.generate_ca", "activate_new_ca.verify_new_ca_inactive",
-        "activate_new_ca.activate_ca", "regenerate_certificates.regenerate_leaf_certificates",
-        "delete_old_ca.delete_ca", "summary", *SENSORS,
+        "preflight.check_ops_manager",
+        "create_new_ca.generate_ca",
+        "activate_new_ca.verify_new_ca_inactive",
+        "activate_new_ca.activate_ca",
+        "regenerate_certificates.regenerate_leaf_certificates",
+        "delete_old_ca.delete_ca",
+        "summary",
+        *SENSORS,
     ):
         assert summary[task_id] == ("success", 1), task_id
     for group in ("initial_apply_changes", "activate_new_ca", "regenerate_certificates", "delete_old_ca"):
@@ -55,7 +60,9 @@ def test_rotation_through_the_rest_api(local_airflow):
     installation_ids = []
     for sensor in SENSORS:
         text = local_airflow.log_text(run_id, sensor, tis[sensor]["try_number"])
-        assert re.search(r"\[installation \d+\] ", text), f"no installation log lines in {sensor}'s log:\n{text[-2000:]}"
+        assert re.search(r"\[installation \d+\] ", text), (
+            f"no installation log lines in {sensor}'s log:\n{text[-2000:]}"
+        )
         installation_ids.append(local_airflow.xcom(run_id, sensor))
     assert len(set(installation_ids)) == 4, installation_ids
 
@@ -65,13 +72,17 @@ def test_rotation_through_the_rest_api(local_airflow):
 
 
 def test_extra_links_point_at_ops_manager(local_airflow):
-    runs = local_airflow.api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?state=success&order_by=-end_date&limit=1")
+    runs = local_airflow.api.request(
+        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns?state=success&order_by=-end_date&limit=1"
+    )
     if not runs["dag_runs"]:
         pytest.skip("no successful run to read links from")
     run_id = runs["dag_runs"][0]["dag_run_id"]
     links = local_airflow.links(run_id, "delete_old_ca.apply_changes")
     if "Ops Manager installation" not in links:
-        pytest.skip("OpsManagerInstallationLink is not wired on ApplyChangesOperator yet (operator_extra_links)")
+        pytest.skip(
+            "OpsManagerInstallationLink is not wired on ApplyChangesOperator yet (operator_extra_links)"
+        )
     installation = local_airflow.xcom(run_id, "delete_old_ca.apply_changes")
     sim = local_airflow.info["simulator_url"]
     assert links["Ops Manager installation"] == f"{sim}/installation_logs/{installation}"

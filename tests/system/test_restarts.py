@@ -30,11 +30,16 @@ class Simulator:
         return requests.get(f"{self.url}/_simulator/{what}", verify=self.ca, timeout=30).json()
 
     def faults(self, **body) -> None:
-        requests.post(f"{self.url}/_simulator/faults", json=body, verify=self.ca, timeout=30).raise_for_status()
+        requests.post(
+            f"{self.url}/_simulator/faults", json=body, verify=self.ca, timeout=30
+        ).raise_for_status()
 
     def accepted(self, method: str, prefix: str) -> list[dict]:
-        return [e for e in self.get("journal")["entries"]
-                if e["method"] == method and e["path"].startswith(prefix) and e["status"] == 200]
+        return [
+            e
+            for e in self.get("journal")["entries"]
+            if e["method"] == method and e["path"].startswith(prefix) and e["status"] == 200
+        ]
 
 
 def task_process(ti_id: str) -> int | None:
@@ -42,7 +47,9 @@ def task_process(ti_id: str) -> int | None:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if f"-- {ti_id}" in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                if f"-- {ti_id}" in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace"
+                ):
                     return int(proc.name)
             except OSError:
                 continue
@@ -66,8 +73,13 @@ def new_ca_guid(sim: Simulator) -> str | None:
 # (task, method, path prefix of its write: computed when armed, since GUIDs appear as the run goes)
 KILLS = [
     ("create_new_ca.generate_ca", "POST", lambda sim, old: "/api/v0/certificate_authorities/generate"),
-    ("activate_new_ca.activate_ca", "POST",
-     lambda sim, old: f"/api/v0/certificate_authorities/{wait_until(lambda: new_ca_guid(sim), 240, 'the new CA')}/activate"),
+    (
+        "activate_new_ca.activate_ca",
+        "POST",
+        lambda sim, old: (
+            f"/api/v0/certificate_authorities/{wait_until(lambda: new_ca_guid(sim), 240, 'the new CA')}/activate"
+        ),
+    ),
     ("delete_old_ca.delete_ca", "DELETE", lambda sim, old: f"/api/v0/certificate_authorities/{old}"),
     ("delete_old_ca.apply_changes", "POST", lambda sim, old: "/api/v0/installations"),
 ]
@@ -77,14 +89,23 @@ def test_a_worker_killed_during_each_kind_of_write_step_is_retried_safely(local_
     local_airflow.reset_simulator()
     sim = Simulator(local_airflow.info)
     (old,) = sim.get("state")["certificate_authorities"]
-    run_id = local_airflow.trigger({"poll_interval_seconds": 1, "initial_apply_changes": False}, prefix="sigkill")
+    run_id = local_airflow.trigger(
+        {"poll_interval_seconds": 1, "initial_apply_changes": False}, prefix="sigkill"
+    )
     for task_id, method, prefix in KILLS:
         # Hold the step's write for 6 s inside Ops Manager, then kill the worker while it waits for the answer.
-        sim.faults(latency={"seconds": 6, "count": 1, "methods": [method], "path_prefix": prefix(sim, old["guid"])})
-        ti = wait_until(lambda: (t := local_airflow.task_instances(run_id).get(task_id)) and t["state"] == "running" and t,
-                        240, f"{task_id} to run")
+        sim.faults(
+            latency={"seconds": 6, "count": 1, "methods": [method], "path_prefix": prefix(sim, old["guid"])}
+        )
+        ti = wait_until(
+            lambda task_id=task_id: (
+                (t := local_airflow.task_instances(run_id).get(task_id)) and t["state"] == "running" and t
+            ),
+            240,
+            f"{task_id} to run",
+        )
         time.sleep(2)
-        pid = wait_until(lambda: task_process(ti["id"]), 20, f"the process of {task_id}")
+        pid = wait_until(lambda ti=ti: task_process(ti["id"]), 20, f"the process of {task_id}")
         os.kill(pid, signal.SIGKILL)
     assert local_airflow.wait_for_run(run_id, timeout=600) == "success"
 
@@ -94,16 +115,28 @@ def test_a_worker_killed_during_each_kind_of_write_step_is_retried_safely(local_
     state = sim.get("state")
     assert [ca["active"] for ca in state["certificate_authorities"]] == [True]
     assert old["guid"] in state["deleted_certificate_authorities"]
-    assert len(sim.accepted("POST", "/api/v0/certificate_authorities/generate")) == 1, "a second CA was generated"
+    assert len(sim.accepted("POST", "/api/v0/certificate_authorities/generate")) == 1, (
+        "a second CA was generated"
+    )
     assert len(sim.accepted("DELETE", "/api/v0/certificate_authorities/")) == 1
     assert len(sim.accepted("POST", "/api/v0/installations")) == 3, "a step started a second Apply Changes"
-    retried = local_airflow.log_text(run_id, "create_new_ca.generate_ca", tis["create_new_ca.generate_ca"]["try_number"])
-    seen = next((line for line in retried.splitlines() if "Adopting CA" in line or "new CA" in line), "generated on retry")
-    observe("fault-matrix", 8, [
-        "worker SIGKILLed during a write step (generate, activate, delete, start Apply Changes), then retried",
-        "the write held 6 s in Ops Manager, the task process killed with SIGKILL meanwhile",
-        f"`{mask(seen)}`", "survived: each step retried once, decided from state; one CA, one delete, 3 Apply Changes",
-    ])
+    retried = local_airflow.log_text(
+        run_id, "create_new_ca.generate_ca", tis["create_new_ca.generate_ca"]["try_number"]
+    )
+    seen = next(
+        (line for line in retried.splitlines() if "Adopting CA" in line or "new CA" in line),
+        "generated on retry",
+    )
+    observe(
+        "fault-matrix",
+        8,
+        [
+            "worker SIGKILLed during a write step (generate, activate, delete, start Apply Changes), then retried",
+            "the write held 6 s in Ops Manager, the task process killed with SIGKILL meanwhile",
+            f"`{mask(seen)}`",
+            "survived: each step retried once, decided from state; one CA, one delete, 3 Apply Changes",
+        ],
+    )
 
 
 def test_the_triggerer_restarted_while_waiting_starts_no_second_apply_changes(local_airflow):
@@ -112,24 +145,41 @@ def test_the_triggerer_restarted_while_waiting_starts_no_second_apply_changes(lo
     sim.faults(apply_seconds=45)  # a long Apply Changes to restart the triggerer in
     run_id = local_airflow.trigger({"poll_interval_seconds": 2}, prefix="triggerer")
     sensor = SENSORS[0]
-    wait_until(lambda: local_airflow.task_instances(run_id).get(sensor, {}).get("state") == "deferred", 180,
-               f"{sensor} to defer")
+    wait_until(
+        lambda: local_airflow.task_instances(run_id).get(sensor, {}).get("state") == "deferred",
+        180,
+        f"{sensor} to defer",
+    )
     home = Path(local_airflow.info["home"])
     pid = airflow_stack.recorded(home)["triggerer"]
     os.killpg(pid, signal.SIGKILL)  # a crash: no clean shutdown of the trigger
     env = restart_env(local_airflow)
-    airflow_stack.start(home, "triggerer", [airflow_stack.venv_bin("airflow"), "triggerer", "--skip-serve-logs"], env)
+    airflow_stack.start(
+        home, "triggerer", [airflow_stack.venv_bin("airflow"), "triggerer", "--skip-serve-logs"], env
+    )
     sim.faults(apply_seconds=None)
     assert local_airflow.wait_for_run(run_id, timeout=600) == "success"
     assert len(sim.accepted("POST", "/api/v0/installations")) == 4, "one Apply Changes per step, none re-sent"
     ti = local_airflow.task_instances(run_id)[sensor]
     assert ti["state"] == "success"
-    seen = next((line for line in local_airflow.log_text(run_id, sensor, ti["try_number"]).splitlines()
-                 if "[installation" in line), "installation log lines")
-    observe("fault-matrix", 9, [
-        "triggerer killed and restarted while a sensor waits", "SIGKILL to the triggerer's process group, then a new triggerer",
-        f"`{mask(seen)}`", "survived: the wait resumed with GET only; 4 Apply Changes for 4 steps",
-    ])
+    seen = next(
+        (
+            line
+            for line in local_airflow.log_text(run_id, sensor, ti["try_number"]).splitlines()
+            if "[installation" in line
+        ),
+        "installation log lines",
+    )
+    observe(
+        "fault-matrix",
+        9,
+        [
+            "triggerer killed and restarted while a sensor waits",
+            "SIGKILL to the triggerer's process group, then a new triggerer",
+            f"`{mask(seen)}`",
+            "survived: the wait resumed with GET only; 4 Apply Changes for 4 steps",
+        ],
+    )
 
 
 def restart_env(local_airflow) -> dict[str, str]:
@@ -137,12 +187,14 @@ def restart_env(local_airflow) -> dict[str, str]:
     home = Path(local_airflow.info["home"])
     values = airflow_stack.load_or_create_secrets(home)
     env = airflow_stack.base_env(home, int(local_airflow.url.rsplit(":", 1)[1]), values)
-    env.update({
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home.resolve()}/airflow.db",
-        "AIRFLOW_CONN_OPSMAN_DEFAULT": airflow_stack.simulator_connection(
-            {"url": local_airflow.info["simulator_url"], "ca_path": local_airflow.info["simulator_ca"]},
-            values["simulator_password"],
-        ),
-    })
+    env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home.resolve()}/airflow.db",
+            "AIRFLOW_CONN_OPSMAN_DEFAULT": airflow_stack.simulator_connection(
+                {"url": local_airflow.info["simulator_url"], "ca_path": local_airflow.info["simulator_ca"]},
+                values["simulator_password"],
+            ),
+        }
+    )
     return env

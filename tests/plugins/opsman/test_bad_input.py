@@ -20,10 +20,19 @@ CAS = "/api/v0/certificate_authorities"
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("<html><body>Please log in</body></html>", r"expected JSON with HTTP 200, got text/html: 'Please log in'. Is the "
-                                                     r"connection's host really Ops Manager"),
-        ('{"certificate_authorities": [{"guid": "f7bc18f34f2a7a9403c3", "act', r"expected JSON with HTTP 200"),
-        ('{"certificate_authorities": [{"guid": "f7bc18f34f2a7a9403c3"}]}', r"the response has no 'active' field"),
+        (
+            "<html><body>Please log in</body></html>",
+            r"expected JSON with HTTP 200, got text/html: 'Please log in'. Is the "
+            r"connection's host really Ops Manager",
+        ),
+        (
+            '{"certificate_authorities": [{"guid": "f7bc18f34f2a7a9403c3", "act',
+            r"expected JSON with HTTP 200",
+        ),
+        (
+            '{"certificate_authorities": [{"guid": "f7bc18f34f2a7a9403c3"}]}',
+            r"the response has no 'active' field",
+        ),
         ('{"certificate_authorities": [{"guid": 7, "active": true}]}', r"field 'guid' is int, expected str"),
         ('{"errors": []}', r"the response has no 'certificate_authorities' list"),
     ],

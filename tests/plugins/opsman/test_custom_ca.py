@@ -20,31 +20,43 @@ from opsman.exceptions import OpsManagerConfigError
 from opsman.hooks import OpsManagerHook
 from opsman.operators import CheckOpsManagerOperator, GenerateCertificateAuthorityOperator
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 DAGS = Path(__file__).resolve().parents[3] / "dags"
 CONN_ID = "corporate_ca"
 
 
 def make_ca(*, key=None, is_ca=True, days=(-1, 3650), signer_key=None) -> tuple[str, str]:
     key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Corp"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, "Example Corp Platform Root CA")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Corp"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "Example Corp Platform Root CA"),
+        ]
+    )
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(NOW + dt.timedelta(days=days[0])).not_valid_after(NOW + dt.timedelta(days=days[1]))
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW + dt.timedelta(days=days[0]))
+        .not_valid_after(NOW + dt.timedelta(days=days[1]))
         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(signer_key or key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
 
 
 def set_ca_connection(monkeypatch, cert_pem, key_pem):
     monkeypatch.setenv(
         f"AIRFLOW_CONN_{CONN_ID.upper()}",
-        json.dumps({"conn_type": "generic", "extra": {"certificate_pem": cert_pem, "private_key_pem": key_pem}}),
+        json.dumps(
+            {"conn_type": "generic", "extra": {"certificate_pem": cert_pem, "private_key_pem": key_pem}}
+        ),
     )
 
 
@@ -93,14 +105,18 @@ def test_upload_then_a_retry_adopts_it(sim, monkeypatch):
     op = GenerateCertificateAuthorityOperator(task_id="g", custom_ca_conn_id=CONN_ID)
     first, again = op.execute(task_context()), op.execute(task_context())
     assert first == again
-    assert [(e["method"], e["path"]) for e in api_writes(sim)] == [("POST", "/api/v0/certificate_authorities")]
+    assert [(e["method"], e["path"]) for e in api_writes(sim)] == [
+        ("POST", "/api/v0/certificate_authorities")
+    ]
     uploaded = {ca.guid: ca for ca in OpsManagerHook().list_certificate_authorities()}[first]
     assert uploaded.cert_pem.strip() == cert_pem.strip() and not uploaded.active
 
 
 @pytest.mark.e2e
 def test_a_rotation_to_an_uploaded_ca_without_leaking_its_key(sim, airflow_db, monkeypatch, capfd):
-    cert_pem, key_pem = make_ca(days=(-3000, 3650))  # issued long before the current CA: identity, not age, counts
+    cert_pem, key_pem = make_ca(
+        days=(-3000, 3650)
+    )  # issued long before the current CA: identity, not age, counts
     set_ca_connection(monkeypatch, cert_pem, key_pem)
     dag = DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"]
     dag_run = dag.test(run_conf={"poll_interval_seconds": 1, "custom_ca_conn_id": CONN_ID})
@@ -109,15 +125,26 @@ def test_a_rotation_to_an_uploaded_ca_without_leaking_its_key(sim, airflow_db, m
     (active,) = OpsManagerHook().list_certificate_authorities()
     assert active.active and active.cert_pem.strip() == cert_pem.strip()
     state = sim.state()
-    assert {leaf["issuer_ca_guid"] for leaf in state["leaves"] if not leaf["excluded"] and not leaf["configurable"]} == {active.guid}
+    assert {
+        leaf["issuer_ca_guid"]
+        for leaf in state["leaves"]
+        if not leaf["excluded"] and not leaf["configurable"]
+    } == {active.guid}
 
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        xcoms = [json.dumps(x.value, default=str) for x in session.query(XComModel).filter(XComModel.run_id == dag_run.run_id)]
+        xcoms = [
+            json.dumps(x.value, default=str)
+            for x in session.query(XComModel).filter(XComModel.run_id == dag_run.run_id)
+        ]
     assert xcoms
     output = "".join(capfd.readouterr())
-    for where, text in (("XCom", "".join(xcoms)), ("task logs", output), ("journal", json.dumps(sim.journal()))):
+    for where, text in (
+        ("XCom", "".join(xcoms)),
+        ("task logs", output),
+        ("journal", json.dumps(sim.journal())),
+    ):
         assert key_body(key_pem) not in text, f"the CA's private key leaked into {where}"
         assert "PRIVATE KEY" not in text, f"key material in {where}"

@@ -38,8 +38,15 @@ class TestNotRetried:
         assert journal_calls(sim, "GET") == []
 
     def test_wrong_client_secret_is_not_retried(self, sim, monkeypatch):
-        body = {"conn_type": "opsman", "host": sim.url,
-                "extra": {"ca_cert": str(sim.ca_path), "client_id": SIM_CLIENT_ID, "client_secret": "wrong-secret"}}
+        body = {
+            "conn_type": "opsman",
+            "host": sim.url,
+            "extra": {
+                "ca_cert": str(sim.ca_path),
+                "client_id": SIM_CLIENT_ID,
+                "client_secret": "wrong-secret",
+            },
+        }
         use_raw(monkeypatch, body)
         sim.clear_journal()
         with pytest.raises(OpsManagerCredentialsError, match="client_id/client_secret") as err:
@@ -55,21 +62,29 @@ class TestNotRetried:
         assert len(journal_calls(sim, "POST", "/uaa/oauth/token")) == 1
 
     @pytest.mark.parametrize("hook_kind", ["sync", "async"])
-    def test_a_host_name_that_does_not_exist_is_a_configuration_error(self, sim, monkeypatch, caplog, hook_kind):
+    def test_a_host_name_that_does_not_exist_is_a_configuration_error(
+        self, sim, monkeypatch, caplog, hook_kind
+    ):
         # .invalid never resolves (RFC 6761); a read would otherwise be retried read_retries times.
         use_raw(monkeypatch, json.loads(connection_json(sim)) | {"host": "https://opsman.invalid"})
-        with pytest.raises(OpsManagerConfigError, match="'opsman.invalid' does not resolve.*Check the host") as err:
+        with pytest.raises(
+            OpsManagerConfigError, match="'opsman.invalid' does not resolve.*Check the host"
+        ) as err:
             if hook_kind == "sync":
                 OpsManagerHook().list_certificate_authorities()
             else:
                 asyncio.run(OpsManagerAsyncHook().list_installations())
         # Not an OpsManagerTransientError: neither hook's retry policy (transient errors only) takes it again.
-        assert isinstance(err.value, AirflowFailException) and not isinstance(err.value, OpsManagerTransientError)
+        assert isinstance(err.value, AirflowFailException) and not isinstance(
+            err.value, OpsManagerTransientError
+        )
         if hook_kind == "sync":  # the sync hook logs every retry it makes
             assert not [r for r in caplog.records if "retrying" in r.getMessage()], "the lookup was retried"
 
     def test_plain_http_is_a_configuration_error_before_any_request(self, sim, monkeypatch):
-        use_raw(monkeypatch, json.loads(connection_json(sim)) | {"host": sim.url.replace("https://", "http://")})
+        use_raw(
+            monkeypatch, json.loads(connection_json(sim)) | {"host": sim.url.replace("https://", "http://")}
+        )
         sim.clear_journal()
         with pytest.raises(AirflowFailException, match="plain http.*use https"):
             OpsManagerHook().list_certificate_authorities()
@@ -79,7 +94,9 @@ class TestNotRetried:
         hook = OpsManagerHook()
         (active,) = hook.list_certificate_authorities()
         sim.clear_journal()
-        with pytest.raises(OpsManagerRejectedError, match="HTTP 422: Active certificates cannot be deleted") as err:
+        with pytest.raises(
+            OpsManagerRejectedError, match="HTTP 422: Active certificates cannot be deleted"
+        ) as err:
             hook.delete_certificate_authority(active.guid)
         assert isinstance(err.value, AirflowFailException)
         assert len(journal_calls(sim, "DELETE")) == 1
@@ -103,7 +120,6 @@ class TestTransientKeepRetries:
         with pytest.raises(Exception) as err:
             OpsManagerHook().list_installations()
         assert not isinstance(err.value, AirflowFailException), err.value
-
 
 
 class TestTriggerErrors:

@@ -43,7 +43,11 @@ class TestAuthentication:
                 {
                     "conn_type": "opsman",
                     "host": sim.url,
-                    "extra": {"client_id": SIM_CLIENT_ID, "client_secret": SIM_CLIENT_SECRET, "ca_cert": str(sim.ca_path)},
+                    "extra": {
+                        "client_id": SIM_CLIENT_ID,
+                        "client_secret": SIM_CLIENT_SECRET,
+                        "ca_cert": str(sim.ca_path),
+                    },
                 }
             ),
         )
@@ -69,13 +73,18 @@ class TestAuthentication:
         advance(1.0)
         hook.list_installations()
         assert len(journal_calls(sim, "POST", "/uaa/oauth/token")) == 2, "not renewed within its lead time"
-        assert [e["status"] for e in journal_calls(sim, "GET")] == [200, 200, 200], "a call went out with an expired token"
+        assert [e["status"] for e in journal_calls(sim, "GET")] == [200, 200, 200], (
+            "a call went out with an expired token"
+        )
         # Past the new token's expiry on Ops Manager's clock only (a suspended worker, a skewed clock): the 401 is
         # answered by one new token and one repeat.
         sim.clock(advance_seconds=201)
         hook.list_installations()
         assert [(e["path"], e["status"]) for e in sim.journal()][-3:] == [
-            ("/api/v0/installations", 401), ("/uaa/oauth/token", 200), ("/api/v0/installations", 200)]
+            ("/api/v0/installations", 401),
+            ("/uaa/oauth/token", 200),
+            ("/api/v0/installations", 200),
+        ]
 
     def test_a_401_on_a_token_believed_valid_fetches_a_new_token_once(self, sim):
         hook = OpsManagerHook()
@@ -108,7 +117,9 @@ class TestTls:
     def test_without_the_ca_verification_fails_clearly_and_is_not_retried(self, sim, monkeypatch):
         use_connection(monkeypatch, sim, ca_cert=None)
         sim.clear_journal()
-        with pytest.raises(OpsManagerConfigError, match="TLS verification of https://127.0.0.1.* failed.*ca_cert"):
+        with pytest.raises(
+            OpsManagerConfigError, match="TLS verification of https://127.0.0.1.* failed.*ca_cert"
+        ):
             OpsManagerHook().list_certificate_authorities()
         assert journal_calls(sim, "POST", "/uaa/oauth/token") == [], "the handshake failed before any request"
 
@@ -132,7 +143,14 @@ class TestConnectionValidation:
             ({"host": "http://127.0.0.1:1"}, "plain http"),
             ({"host": "https://127.0.0.1:1", "login": None, "password": None}, "has no credentials"),
             ({"extra": {"ca_cert": "/nonexistent/ca.pem"}}, "cannot read the file '/nonexistent/ca.pem'"),
-            ({"extra": {"ca_cert": "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"}}, "no usable PEM"),
+            (
+                {
+                    "extra": {
+                        "ca_cert": "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+                    }
+                },
+                "no usable PEM",
+            ),
             ({"extra": {"skip_ssl_validation": "maybe"}}, "must be true or false"),
             ({"extra": {"request_timeout": "soon"}}, "must be a number"),
         ],
@@ -160,7 +178,14 @@ class TestConnectionValidation:
         hook = OpsManagerHook()
         hook.list_installations()
         sent = {k.lower() for k in hook.get_conn().headers}
-        assert not sent & {"ca_cert", "client_id", "client_secret", "uaa_url", "read_retries", "retry_backoff_seconds"}
+        assert not sent & {
+            "ca_cert",
+            "client_id",
+            "client_secret",
+            "uaa_url",
+            "read_retries",
+            "retry_backoff_seconds",
+        }
 
     def test_password_and_token_never_appear_in_repr(self, sim):
         hook = OpsManagerHook()
@@ -202,7 +227,9 @@ class TestCertificateAuthorities:
         )
 
     def test_unknown_guid_is_a_not_found_error(self, sim):
-        with pytest.raises(OpsManagerNotFoundError, match="HTTP 404: Certificate with specified guid not found"):
+        with pytest.raises(
+            OpsManagerNotFoundError, match="HTTP 404: Certificate with specified guid not found"
+        ):
             OpsManagerHook().activate_certificate_authority("0123456789abcdef0123")
 
     def test_a_guid_that_could_change_the_path_is_refused_locally(self, sim):
@@ -224,7 +251,11 @@ class TestTransientFailures:
         sim.faults(status_burst={"status": 503, "count": 2, "methods": ["GET"], "path_prefix": "/api/"})
         sim.clear_journal()
         assert len(OpsManagerHook().list_certificate_authorities()) == 1
-        assert [e["status"] for e in journal_calls(sim, "GET", "/api/v0/certificate_authorities")] == [503, 503, 200]
+        assert [e["status"] for e in journal_calls(sim, "GET", "/api/v0/certificate_authorities")] == [
+            503,
+            503,
+            200,
+        ]
 
     def test_reads_give_up_after_the_configured_attempts(self, sim):
         sim.faults(status_burst={"status": 502, "count": 10, "methods": ["GET"], "path_prefix": "/api/"})
@@ -238,7 +269,14 @@ class TestTransientFailures:
         assert OpsManagerHook().list_installations()
 
     def test_a_write_is_never_resent_after_a_503(self, sim):
-        sim.faults(status_burst={"status": 503, "count": 1, "methods": ["POST"], "path_prefix": "/api/v0/installations"})
+        sim.faults(
+            status_burst={
+                "status": 503,
+                "count": 1,
+                "methods": ["POST"],
+                "path_prefix": "/api/v0/installations",
+            }
+        )
         sim.clear_journal()
         with pytest.raises(OpsManagerTransientError, match="start Apply Changes .* HTTP 503"):
             OpsManagerHook().apply_changes(ApplyChangesOptions())
@@ -248,7 +286,9 @@ class TestTransientFailures:
         use_connection(monkeypatch, sim, request_timeout=0.5, read_retries=1)
         hook = OpsManagerHook()
         hook.list_installations()
-        sim.faults(latency={"seconds": 2, "count": 1, "methods": ["GET"], "path_prefix": "/api/v0/installations"})
+        sim.faults(
+            latency={"seconds": 2, "count": 1, "methods": ["GET"], "path_prefix": "/api/v0/installations"}
+        )
         with pytest.raises(OpsManagerTransientError, match="Timeout") as err:
             hook.list_installations()
         assert err.value.timed_out
@@ -258,12 +298,13 @@ class TestTransientFailures:
             assert time.monotonic() < deadline, "the slow request never finished on the simulator"
             time.sleep(0.05)
 
-
     def test_after_a_timeout_the_retry_waits_so_calls_never_overlap(self, sim, monkeypatch):
         use_connection(monkeypatch, sim, request_timeout=0.5, read_retries=3, retry_backoff_seconds=0.01)
         hook = OpsManagerHook()
         hook.list_installations()
-        sim.faults(latency={"seconds": 0.8, "count": 1, "methods": ["GET"], "path_prefix": "/api/v0/installations"})
+        sim.faults(
+            latency={"seconds": 0.8, "count": 1, "methods": ["GET"], "path_prefix": "/api/v0/installations"}
+        )
         sim.clear_journal()
         assert hook.list_installations()
         first, second = journal_calls(sim, "GET", "/api/v0/installations")
@@ -321,7 +362,9 @@ class TestAsyncHook:
 
         async def read():
             hook = OpsManagerAsyncHook()
-            return await hook.get_installation_status(installation_id), await hook.get_installation_logs(installation_id)
+            return await hook.get_installation_status(installation_id), await hook.get_installation_logs(
+                installation_id
+            )
 
         status, logs = asyncio.run(read())
         assert status is InstallationStatus.RUNNING and isinstance(logs, str)
@@ -329,7 +372,14 @@ class TestAsyncHook:
     def test_async_reads_retry_through_a_503_burst(self, sim):
         sim.faults(apply_seconds=30)
         installation_id = OpsManagerHook().apply_changes(ApplyChangesOptions())
-        sim.faults(status_burst={"status": 503, "count": 2, "methods": ["GET"], "path_prefix": "/api/v0/installations"})
+        sim.faults(
+            status_burst={
+                "status": 503,
+                "count": 2,
+                "methods": ["GET"],
+                "path_prefix": "/api/v0/installations",
+            }
+        )
         status = asyncio.run(OpsManagerAsyncHook().get_installation_status(installation_id))
         assert status is InstallationStatus.RUNNING
 

@@ -31,8 +31,9 @@ def wait_for_lines(installation_id: int, count: int, timeout: float = 20) -> Non
 
 def hand_off(installation_id: int) -> InstallationTrigger:
     """The sensor's first poke (prints the log so far), then its deferral: the trigger it hands over to."""
-    sensor = ApplyChangesSensor(task_id="wait", installation_id=installation_id, poll_interval_seconds=0.2,
-                                log_interval_seconds=0)
+    sensor = ApplyChangesSensor(
+        task_id="wait", installation_id=installation_id, poll_interval_seconds=0.2, log_interval_seconds=0
+    )
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(task_context())
     trigger = deferred.value.trigger
@@ -52,7 +53,11 @@ def run(trigger: InstallationTrigger) -> dict:
 def printed_lines(out: str, installation_id: int) -> list[str]:
     marker = f"[installation {installation_id}] "
     # Airflow's console renderer appends " [logger name] loc=file:line" to each message.
-    return [re.sub(r"\s+\[[\w.]+\]\s+loc=\S+$", "", line.split(marker, 1)[1]) for line in out.splitlines() if marker in line]
+    return [
+        re.sub(r"\s+\[[\w.]+\]\s+loc=\S+$", "", line.split(marker, 1)[1])
+        for line in out.splitlines()
+        if marker in line
+    ]
 
 
 def final_log_lines(installation_id: int) -> list[str]:
@@ -83,7 +88,9 @@ def test_two_stream_breaks_are_reopened_and_skip_what_was_printed(sim, capfd):
     sim.clear_journal()
     assert run(trigger)["status"] == "succeeded"
     assert len(journal_calls(sim, "GET", "/api/v0/installations/current_log")) == 3
-    assert journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}/logs") == [], "no poll after the hand-off"
+    assert journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}/logs") == [], (
+        "no poll after the hand-off"
+    )
     assert_printed_once(capfd, installation_id)
 
 
@@ -96,18 +103,32 @@ def test_breaks_beyond_the_limit_fall_back_to_polling_without_repeats(sim, capfd
     sim.faults(stream_cut=[3, 4, 5, 6, 7, 8])
     sim.clear_journal()
     assert run(trigger)["status"] == "succeeded"
-    assert len(journal_calls(sim, "GET", "/api/v0/installations/current_log")) == 4, "three breaks reopened, then polling"
+    assert len(journal_calls(sim, "GET", "/api/v0/installations/current_log")) == 4, (
+        "three breaks reopened, then polling"
+    )
     assert journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}/logs"), "the log was polled"
     assert_printed_once(capfd, installation_id)
 
 
 @pytest.mark.parametrize("deferrable", [True, False], ids=["trigger", "poke"])
 def test_a_last_line_without_newline_is_printed_once(sim, capfd, deferrable):
-    sim.faults(unterminated_last_line=True, status_burst={"status": 404, "count": 100, "body": '{"errors": ["Not Found"]}',
-                                                          "path_prefix": "/api/v0/installations/current_log"})
+    sim.faults(
+        unterminated_last_line=True,
+        status_burst={
+            "status": 404,
+            "count": 100,
+            "body": '{"errors": ["Not Found"]}',
+            "path_prefix": "/api/v0/installations/current_log",
+        },
+    )
     installation_id = start(sim, 1.5)
-    sensor = ApplyChangesSensor(task_id="wait", installation_id=installation_id, poll_interval_seconds=0.2,
-                                log_interval_seconds=0, deferrable=deferrable)
+    sensor = ApplyChangesSensor(
+        task_id="wait",
+        installation_id=installation_id,
+        poll_interval_seconds=0.2,
+        log_interval_seconds=0,
+        deferrable=deferrable,
+    )
     if deferrable:
         with pytest.raises(TaskDeferred) as deferred:
             sensor.execute(task_context())

@@ -21,8 +21,13 @@ from opsman_simulator.process import SimulatorProcess
 
 
 def start(tmp_path_factory, *args):
-    sim = SimulatorProcess(tmp_path_factory.mktemp("sim"), apply_seconds=0.5, username=SIM_USER, password=SIM_PASSWORD,
-                           extra_args=args)
+    sim = SimulatorProcess(
+        tmp_path_factory.mktemp("sim"),
+        apply_seconds=0.5,
+        username=SIM_USER,
+        password=SIM_PASSWORD,
+        extra_args=args,
+    )
     sim.start()
     return sim
 
@@ -62,8 +67,12 @@ class TestSafetyViolations:
             "The certificate authority has not been distributed to all trust stores"
         )
         assert "remedy: Apply Changes to distribute the new CA to all trust stores, then retry" in message
-        assert message.endswith("finish the pending Apply Changes and re-run this DAG; do not re-run earlier steps")
-        assert {ca.guid: ca.active for ca in OpsManagerHook().list_certificate_authorities()}[new_guid] is False
+        assert message.endswith(
+            "finish the pending Apply Changes and re-run this DAG; do not re-run earlier steps"
+        )
+        assert {ca.guid: ca.active for ca in OpsManagerHook().list_certificate_authorities()}[
+            new_guid
+        ] is False
 
     def test_deleting_the_old_ca_before_the_regenerated_leaves_are_deployed_is_refused(self, newer):
         hook = OpsManagerHook()
@@ -73,7 +82,9 @@ class TestSafetyViolations:
         ActivateCertificateAuthorityOperator(task_id="a", new_ca_guid=new_guid).execute(task_context())
         RegenerateCertificatesOperator(task_id="r", new_ca_guid=new_guid).execute(task_context())
         with pytest.raises(SafetyViolationError) as err:
-            DeleteCertificateAuthorityOperator(task_id="d", old_ca_guid=old.guid, new_ca_guid=new_guid).execute(task_context())
+            DeleteCertificateAuthorityOperator(
+                task_id="d", old_ca_guid=old.guid, new_ca_guid=new_guid
+            ).execute(task_context())
         assert "HTTP 422" in str(err.value) and "do not re-run earlier steps" in str(err.value)
         assert err.value.violations and all("certificate_names" in v for v in err.value.violations)
         assert old.guid in {ca.guid for ca in hook.list_certificate_authorities()}
@@ -87,7 +98,9 @@ class TestSafetyViolations:
         counts = RegenerateCertificatesOperator(task_id="r", new_ca_guid=new_guid).execute(task_context())
         assert counts["regenerated"] >= 4 and counts["regenerate_failed"] == 0 and counts["excluded"] >= 1
         apply(newer)
-        DeleteCertificateAuthorityOperator(task_id="d", old_ca_guid=old.guid, new_ca_guid=new_guid).execute(task_context())
+        DeleteCertificateAuthorityOperator(task_id="d", old_ca_guid=old.guid, new_ca_guid=new_guid).execute(
+            task_context()
+        )
         assert [ca.guid for ca in hook.list_certificate_authorities()] == [new_guid]
 
 
@@ -120,7 +133,9 @@ def test_a_whole_rotation_against_ops_manager_2_10_with_safety_checks(newer, air
     assert dag_run.state == DagRunState.SUCCESS
     (new,) = OpsManagerHook().list_certificate_authorities()
     assert new.active and new.guid != old.guid
-    report = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "verify.verify_rotation").xcom_pull(
-        task_ids="verify.verify_rotation"
+    report = next(
+        ti for ti in dag_run.get_task_instances() if ti.task_id == "verify.verify_rotation"
+    ).xcom_pull(task_ids="verify.verify_rotation")
+    assert report["problems"] == [] and any(
+        e["procedure"] == "Services TLS CA Procedure" for e in report["excluded"]
     )
-    assert report["problems"] == [] and any(e["procedure"] == "Services TLS CA Procedure" for e in report["excluded"])

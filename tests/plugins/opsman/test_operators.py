@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from support import api_writes, journal_calls, task_context, wait_for_installation
-
-import threading
 
 from opsman.compat import AirflowFailException
 from opsman.exceptions import OpsManagerConfigError, OpsManagerTransientError, RotationStateError
@@ -111,15 +111,23 @@ class TestVerify:
     def test_returns_the_old_active_ca(self, sim):
         (old_guid,) = cas()
         new_guid, _ = generate()
-        assert VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid).execute(task_context()) == old_guid
+        assert (
+            VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid).execute(task_context())
+            == old_guid
+        )
 
     def test_after_activation_the_old_ca_is_the_other_one(self, sim):
         old_guid, new_guid = activated_rotation()
-        assert VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid).execute(task_context()) == old_guid
+        assert (
+            VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid).execute(task_context())
+            == old_guid
+        )
 
     def test_a_missing_new_ca_fails(self, sim):
         with pytest.raises(RotationStateError, match="is not on Ops Manager"):
-            VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid="0123456789abcdef0123").execute(task_context())
+            VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid="0123456789abcdef0123").execute(
+                task_context()
+            )
 
 
 class TestActivate:
@@ -135,7 +143,12 @@ class TestActivate:
     def test_a_dropped_activate_response_is_reconciled_from_state(self, sim):
         new_guid, _ = generate()
         sim.faults(
-            drop_next={"count": 1, "methods": ["POST"], "path_prefix": "/api/v0/certificate_authorities/", "when": "after"}
+            drop_next={
+                "count": 1,
+                "methods": ["POST"],
+                "path_prefix": "/api/v0/certificate_authorities/",
+                "when": "after",
+            }
         )
         ActivateCertificateAuthorityOperator(task_id="a", new_ca_guid=new_guid).execute(task_context())
         assert cas()[new_guid] is True
@@ -161,9 +174,9 @@ class TestDelete:
     def test_deletes_the_old_ca_and_a_retry_is_a_no_op(self, sim):
         old_guid, new_guid = activated_rotation()
         for _ in range(2):
-            DeleteCertificateAuthorityOperator(task_id="d", old_ca_guid=old_guid, new_ca_guid=new_guid).execute(
-                task_context()
-            )
+            DeleteCertificateAuthorityOperator(
+                task_id="d", old_ca_guid=old_guid, new_ca_guid=new_guid
+            ).execute(task_context())
         assert cas() == {new_guid: True}
         assert len(journal_calls(sim, "DELETE")) == 1
 
@@ -177,16 +190,18 @@ class TestDelete:
         target, keep = (new_guid, new_guid) if case == "old-is-new" else (old_guid, new_guid)
         sim.clear_journal()
         with pytest.raises(RotationStateError, match="refusing to delete"):
-            DeleteCertificateAuthorityOperator(task_id="d", old_ca_guid=target, new_ca_guid=keep).execute(task_context())
+            DeleteCertificateAuthorityOperator(task_id="d", old_ca_guid=target, new_ca_guid=keep).execute(
+                task_context()
+            )
         assert journal_calls(sim, "DELETE") == []
         assert len(cas()) == 2
 
 
 class TestApplyChanges:
     def _apply(self, after, **kwargs):
-        return ApplyChangesOperator(task_id="apply", after_installation_id=after, wait_poll_seconds=0.2, **kwargs).execute(
-            task_context()
-        )
+        return ApplyChangesOperator(
+            task_id="apply", after_installation_id=after, wait_poll_seconds=0.2, **kwargs
+        ).execute(task_context())
 
     def test_starts_one_then_a_retry_attaches_to_it(self, sim):
         hook = OpsManagerHook()
@@ -247,7 +262,9 @@ class TestPreflight:
         sim.clear_journal()
         with pytest.raises(AirflowFailException) as err:
             CheckOpsManagerOperator(task_id="check", if_installation_running="fail").execute(task_context())
-        assert f"installation {running} (started" in str(err.value) and "Trigger again when it has finished" in str(err.value)
+        assert f"installation {running} (started" in str(
+            err.value
+        ) and "Trigger again when it has finished" in str(err.value)
         assert api_writes(sim) == []
 
     def test_a_running_installation_is_handed_to_the_waiting_sensor(self, sim):
@@ -273,9 +290,9 @@ def plan_json(stage="not_started"):
 
 class TestPendingChanges:
     def _check(self, plan=None, allow=False):
-        return PendingChangesCheckOperator(task_id="p", plan=plan or plan_json(), allow_pending_changes=allow).execute(
-            task_context()
-        )
+        return PendingChangesCheckOperator(
+            task_id="p", plan=plan or plan_json(), allow_pending_changes=allow
+        ).execute(task_context())
 
     def test_no_changes_pass(self, sim):
         assert self._check() == []
@@ -309,7 +326,9 @@ class TestApplyChangesOptions:
     def test_product_names_become_guids_in_products_and_errands(self, sim):
         cf = next(p for p in OpsManagerHook().list_staged_products() if p.type == "cf")
         installation_id = self._apply(
-            deploy_products=["cf"], errands={"cf": {"run_post_deploy": {"smoke-tests": True}}}, force_latest_variables=True
+            deploy_products=["cf"],
+            errands={"cf": {"run_post_deploy": {"smoke-tests": True}}},
+            force_latest_variables=True,
         )
         request = self._request(sim, installation_id)["request"]
         assert request["deploy_products"] == [cf.guid]
@@ -328,7 +347,8 @@ class TestApplyChangesOptions:
         writes = [(e["method"], e["path"]) for e in api_writes(sim)]
         assert writes == [("PUT", "/api/v0/staged/director/properties"), ("POST", "/api/v0/installations")]
         assert self._request(sim, installation_id)["recreate_vms"] == {
-            "bosh_recreate_on_next_deploy": True, "bosh_director_recreate_on_next_deploy": True,
+            "bosh_recreate_on_next_deploy": True,
+            "bosh_director_recreate_on_next_deploy": True,
         }
 
 
@@ -337,9 +357,9 @@ class TestManualMode:
         hook = OpsManagerHook()
         watermark = hook.list_installations()[0].id
         context = task_context()
-        started = ApplyChangesOperator(task_id="apply", after_installation_id=watermark, apply_changes_mode="manual").execute(
-            context
-        )
+        started = ApplyChangesOperator(
+            task_id="apply", after_installation_id=watermark, apply_changes_mode="manual"
+        ).execute(context)
         assert started is None and context["ti"].xcoms[AFTER_INSTALLATION_KEY] == watermark
         assert api_writes(sim) == []
 
@@ -347,7 +367,10 @@ class TestManualMode:
         person.start()
         try:
             waited = ApplyChangesSensor(
-                task_id="wait", installation_id=None, after_installation_id=watermark, poll_interval_seconds=0.2,
+                task_id="wait",
+                installation_id=None,
+                after_installation_id=watermark,
+                poll_interval_seconds=0.2,
                 deferrable=False,
             ).execute(task_context())
         finally:
@@ -358,12 +381,16 @@ class TestManualMode:
 
 class TestVerifyRotation:
     def _verify(self, new_guid, old_key=None):
-        return VerifyRotationOperator(task_id="v", new_ca_guid=new_guid, old_ca_key_id=old_key).execute(task_context())
+        return VerifyRotationOperator(task_id="v", new_ca_guid=new_guid, old_ca_key_id=old_key).execute(
+            task_context()
+        )
 
     def test_a_complete_rotation_is_proven(self, sim):
         hook = OpsManagerHook()
         old_guid, new_guid = activated_rotation()
-        old_key = next(ca for ca in hook.list_certificate_authorities() if ca.guid == old_guid).subject_key_identifier
+        old_key = next(
+            ca for ca in hook.list_certificate_authorities() if ca.guid == old_guid
+        ).subject_key_identifier
         RegenerateCertificatesOperator(task_id="r", new_ca_guid=new_guid).execute(task_context())
         wait_for_installation(sim, hook, hook.apply_changes(ApplyChangesOptions()))
         hook.delete_certificate_authority(old_guid)
@@ -371,17 +398,28 @@ class TestVerifyRotation:
         report = self._verify(new_guid, old_key)
         assert report["problems"] == []
         assert {r["signed_by"] for r in report["certificates"]} == {"new CA"}
-        assert {r["checked_by"] for r in report["certificates"]} == {"key identifier", "issue time (CredHub: no PEM in the Ops Manager API)"}
-        assert any(e["certificate"].endswith(".properties.networking_poe_ssl_certs") for e in report["excluded"])
+        assert {r["checked_by"] for r in report["certificates"]} == {
+            "key identifier",
+            "issue time (CredHub: no PEM in the Ops Manager API)",
+        }
+        assert any(
+            e["certificate"].endswith(".properties.networking_poe_ssl_certs") for e in report["excluded"]
+        )
         assert any(e["certificate"] == "/services/tls_ca" for e in report["excluded"])
 
     def test_a_leaf_still_signed_by_the_old_ca_fails_verification(self, sim):
         hook = OpsManagerHook()
         old_guid, new_guid = activated_rotation()
-        old_key = next(ca for ca in hook.list_certificate_authorities() if ca.guid == old_guid).subject_key_identifier
-        hook.delete_certificate_authority(old_guid)  # regenerate skipped: the leaves still chain to the old CA
+        old_key = next(
+            ca for ca in hook.list_certificate_authorities() if ca.guid == old_guid
+        ).subject_key_identifier
+        hook.delete_certificate_authority(
+            old_guid
+        )  # regenerate skipped: the leaves still chain to the old CA
         with pytest.raises(AirflowFailException) as err:
             self._verify(new_guid, old_key)
         message = str(err.value)
-        assert message.startswith("Rotation verification failed: ") and "do not chain to the new CA" in message
+        assert (
+            message.startswith("Rotation verification failed: ") and "do not chain to the new CA" in message
+        )
         assert ".properties.director_ssl" in message and "/p-bosh/director/nats_server_tls" in message

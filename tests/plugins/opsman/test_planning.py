@@ -25,21 +25,33 @@ from opsman.planning import (
     plan_rotation,
 )
 
-NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
 
 def ca(guid: str, active: bool, made: dt.datetime) -> CertificateAuthority:
     # No PEM: creation time comes from created_on, in RFC 3339 as om's fixtures have it.
     return CertificateAuthority.from_api(
-        {"guid": guid, "issuer": "Pivotal", "created_on": made.isoformat().replace("+00:00", "Z"),
-         "expires_on": "2030-01-01", "active": active, "cert_pem": "not a pem"},
+        {
+            "guid": guid,
+            "issuer": "Pivotal",
+            "created_on": made.isoformat().replace("+00:00", "Z"),
+            "expires_on": "2030-01-01",
+            "active": active,
+            "cert_pem": "not a pem",
+        },
         "test",
     )
 
 
 def install(id_: int, status: str, started: dt.datetime) -> Installation:
     return Installation.from_api(
-        {"id": id_, "status": status, "started_at": started.isoformat().replace("+00:00", "Z"), "finished_at": None}, "test"
+        {
+            "id": id_,
+            "status": status,
+            "started_at": started.isoformat().replace("+00:00", "Z"),
+            "finished_at": None,
+        },
+        "test",
     )
 
 
@@ -72,7 +84,11 @@ def test_a_newer_inactive_ca_means_generated_and_the_apply_is_owed():
 
 def test_an_apply_that_started_after_generation_and_succeeded_counts():
     new = ca("new0000000000000000b", False, NOW - dt.timedelta(hours=1))
-    history = [install(3, "succeeded", NOW - dt.timedelta(minutes=30)), install(2, "failed", NOW - dt.timedelta(minutes=50)), *HISTORY]
+    history = [
+        install(3, "succeeded", NOW - dt.timedelta(minutes=30)),
+        install(2, "failed", NOW - dt.timedelta(minutes=50)),
+        *HISTORY,
+    ]
     p = plan([OLD, new], history)
     assert p.is_done(APPLY_NEW_CA) and "installation 3" in p.done[APPLY_NEW_CA]
     assert todo(p)[:2] == [VERIFY, ACTIVATE]
@@ -95,7 +111,9 @@ def test_a_newer_active_ca_means_activated_and_regenerate_is_repeated():
 @pytest.mark.parametrize(("succeeded", "finished"), [(0, False), (2, False), (3, True)])
 def test_a_single_young_ca_is_the_end_of_a_rotation(succeeded, finished):
     new = ca("new0000000000000000b", True, NOW - dt.timedelta(hours=2))
-    history = [install(10 + n, "succeeded", NOW - dt.timedelta(minutes=100 - 10 * n)) for n in range(succeeded)] + HISTORY
+    history = [
+        install(10 + n, "succeeded", NOW - dt.timedelta(minutes=100 - 10 * n)) for n in range(succeeded)
+    ] + HISTORY
     p = plan([new], history)
     assert p.stage == OLD_CA_DELETED and p.new_ca_guid == new.guid
     assert todo(p) == ([] if finished else [APPLY_DELETE])
@@ -134,10 +152,16 @@ def test_the_plan_survives_json():
     assert INITIAL_APPLY in p.describe()
 
 
-@pytest.mark.parametrize(("age", "stage"), [
-    (dt.timedelta(days=7) - dt.timedelta(seconds=1), OLD_CA_DELETED),  # younger than recent_rotation_days: the end
-    (dt.timedelta(days=7), NOT_STARTED),  # exactly recent_rotation_days old: a new rotation starts
-])
+@pytest.mark.parametrize(
+    ("age", "stage"),
+    [
+        (
+            dt.timedelta(days=7) - dt.timedelta(seconds=1),
+            OLD_CA_DELETED,
+        ),  # younger than recent_rotation_days: the end
+        (dt.timedelta(days=7), NOT_STARTED),  # exactly recent_rotation_days old: a new rotation starts
+    ],
+)
 def test_the_recent_rotation_boundary_is_exact(age, stage):
     only = ca("new0000000000000000b", True, NOW - age)
     assert plan([only]).stage == stage

@@ -24,7 +24,11 @@ def start_install(sim, fail=False) -> int:
 
 def sensor(installation_id, **kwargs) -> ApplyChangesSensor:
     return ApplyChangesSensor(
-        task_id="wait", installation_id=installation_id, poll_interval_seconds=0.2, log_interval_seconds=0, **kwargs
+        task_id="wait",
+        installation_id=installation_id,
+        poll_interval_seconds=0.2,
+        log_interval_seconds=0,
+        **kwargs,
     )
 
 
@@ -110,7 +114,9 @@ class TestDeferrable:
     def test_trigger_gives_up_at_its_deadline(self, sim):
         sim.faults(apply_seconds=30)
         installation_id = start_install(sim)
-        event = run_trigger(InstallationTrigger("opsman_default", installation_id, poll_interval_seconds=0.2, end_time=0))
+        event = run_trigger(
+            InstallationTrigger("opsman_default", installation_id, poll_interval_seconds=0.2, end_time=0)
+        )
         assert event["status"] == "timeout"
         with pytest.raises(AirflowFailException, match="still running at the deadline"):
             sensor(installation_id).execute_complete(task_context(), event)
@@ -126,26 +132,46 @@ class TestLogStreaming:
         sim.faults(apply_seconds=3)
         installation_id = start_install(sim)
         sim.clear_journal()
-        event = run_trigger(InstallationTrigger("opsman_default", installation_id, poll_interval_seconds=0.3,
-                                                log_interval_seconds=0))
+        event = run_trigger(
+            InstallationTrigger(
+                "opsman_default", installation_id, poll_interval_seconds=0.3, log_interval_seconds=0
+            )
+        )
         assert event["status"] == "succeeded"
         assert len(journal_calls(sim, "GET", "/api/v0/installations/current_log")) == 1
         assert journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}/logs") == []
-        printed = [l for l in "".join(capfd.readouterr()).splitlines() if f"[installation {installation_id}]" in l]
+        printed = [
+            line
+            for line in "".join(capfd.readouterr()).splitlines()
+            if f"[installation {installation_id}]" in line
+        ]
         log_lines = OpsManagerHook().get_installation_logs(installation_id).rstrip("\n").splitlines()
         assert len(printed) == len(log_lines), "every line printed once"
 
     def test_without_the_streaming_endpoint_it_polls_the_log(self, sim, capfd):
-        sim.faults(apply_seconds=4, status_burst={"status": 404, "count": 1, "path_prefix": "/api/v0/installations/current_log"})
+        sim.faults(
+            apply_seconds=4,
+            status_burst={"status": 404, "count": 1, "path_prefix": "/api/v0/installations/current_log"},
+        )
         installation_id = start_install(sim)
-        event = run_trigger(InstallationTrigger("opsman_default", installation_id, poll_interval_seconds=0.3,
-                                                log_interval_seconds=60))
+        event = run_trigger(
+            InstallationTrigger(
+                "opsman_default", installation_id, poll_interval_seconds=0.3, log_interval_seconds=60
+            )
+        )
         assert event["status"] == "succeeded"
         # The whole log at most once while running (log_interval 60 s) and once at the end, though the
         # status was polled many times: never om's whole log on every poll.
         status_polls = journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}")
-        assert 1 <= len(journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}/logs")) <= 2 < len(status_polls)
+        assert (
+            1
+            <= len(journal_calls(sim, "GET", f"/api/v0/installations/{installation_id}/logs"))
+            <= 2
+            < len(status_polls)
+        )
         out = "".join(capfd.readouterr())
         assert "no streaming log endpoint" in out
-        printed = [l for l in out.splitlines() if f"[installation {installation_id}]" in l]
-        assert len(printed) == len(OpsManagerHook().get_installation_logs(installation_id).rstrip("\n").splitlines())
+        printed = [line for line in out.splitlines() if f"[installation {installation_id}]" in line]
+        assert len(printed) == len(
+            OpsManagerHook().get_installation_logs(installation_id).rstrip("\n").splitlines()
+        )

@@ -24,7 +24,9 @@ PRODUCTS_ONLY = {"bosh_recreate_on_next_deploy": True}
     ids=["2.8", "2.9", "3.0", "unparsable"],
 )
 def test_recreate_flags_follow_the_version(tmp_path_factory, monkeypatch, args, version, flags):
-    sim = SimulatorProcess(tmp_path_factory.mktemp("sim-version"), username=SIM_USER, password=SIM_PASSWORD, extra_args=args)
+    sim = SimulatorProcess(
+        tmp_path_factory.mktemp("sim-version"), username=SIM_USER, password=SIM_PASSWORD, extra_args=args
+    )
     sim.start()
     try:
         monkeypatch.setenv("AIRFLOW_CONN_OPSMAN_DEFAULT", connection_json(sim))
