@@ -701,6 +701,14 @@ class OpsManagerHook(HttpHook):
         # Setting the same flags twice has the same effect, so this write may be retried.
         self._call(call, "PUT", _Endpoints.DIRECTOR_PROPERTIES, json_body=body, idempotent=True)
 
+    def get_version(self) -> str | None:
+        """``GET /api/v0/info``: Ops Manager's version (``{"info": {"version": "3.0.25+LTS-T"}}``), None if absent."""
+        call = "read Ops Manager info"
+        _, body = self._call(call, "GET", _Endpoints.INFO, idempotent=True)
+        info = body.get("info") if isinstance(body, dict) else None
+        version = info.get("version") if isinstance(info, dict) else None
+        return version if isinstance(version, str) else None
+
     def test_connection(self) -> tuple[bool, str]:
         """Used by the connection form's Test button: a token and one read."""
         try:
