@@ -143,13 +143,19 @@ def foundation_row(
     reading → ``rotated`` (the CA is the event's new one); the reading says due → ``due``; a reading
     → ``not_due``; nothing read yet → ``unknown``.
     """
-    reading = latest_reading(list(readings))
-    value: dict[str, Any] = (reading or {}).get("value") or {}
+    readings = list(readings)
+    # The CAs from the newest reading of any kind; what expires (and due or not) from the newest
+    # full expiry reading; the Ops Manager URL and version from the newest reading that has them
+    # (a rotation's pre-flight reads only the CAs).
+    reading = latest_reading(readings)
+    full = latest_reading([r for r in readings if "expiring_by_procedure" in (r.get("value") or {})])
+    meta = (latest_reading([r for r in readings if (r.get("value") or {}).get("opsman_url")]) or {}).get("value") or {}
+    ca_value: dict[str, Any] = (reading or {}).get("value") or {}
+    value: dict[str, Any] = (full or {}).get("value") or {}
     read_at = _reading_time(reading) if reading else None
-    active = [ca for ca in value.get("certificate_authorities") or [] if ca.get("active")]
+    active = [ca for ca in ca_value.get("certificate_authorities") or [] if ca.get("active")]
     ca_guid = active[0].get("guid") if len(active) == 1 else None
-    ca_expires = parse_time(value.get("active_ca_expires_at")) or (
-        parse_time(active[0].get("expires_at")) if len(active) == 1 else None)
+    ca_expires = parse_time(active[0].get("expires_at")) if len(active) == 1 else parse_time(ca_value.get("active_ca_expires_at"))
     leaves = _leaves(value)
     ca_source = f"expiry reading of {iso(read_at)}" if reading else None
 
@@ -196,11 +202,17 @@ def foundation_row(
         state = ROTATED
         detail = f"{event['old_ca_guid'] or '?'} → {event['new_ca_guid'] or '?'}"
     elif reading:
-        due = bool(value.get("due")) if "due" in value else ca_in_window
+        cas = len(ca_value.get("certificate_authorities") or [])
+        due = bool(value.get("due")) or ca_in_window or cas > 1
         state = DUE if due else NOT_DUE
-        reasons = value.get("reasons") or []
-        detail = "; ".join(reasons) if due and reasons else (
-            f"root CA expires in {days_left} days, outside the {foundation.expires_within} window" if days_left is not None else None)
+        if not due:
+            detail = f"root CA expires in {days_left} days, after the {foundation.expires_within} window"
+        elif value.get("reasons"):
+            detail = "; ".join(value["reasons"])
+        elif ca_in_window:
+            detail = f"root CA expires in {days_left} days, within the {foundation.expires_within} window"
+        else:
+            detail = f"{cas} CAs: a rotation was started and not finished"
     else:
         state = UNKNOWN
         detail = "nothing read yet: trigger the expiry report"
@@ -212,12 +224,12 @@ def foundation_row(
         "dag_id": foundation.dag_id,
         "expires_within": foundation.expires_within,
         "window_days": foundation.window_days,
-        "opsman_url": value.get("opsman_url"),
-        "opsman_version": value.get("opsman_version"),
+        "opsman_url": meta.get("opsman_url"),
+        "opsman_version": meta.get("opsman_version"),
         "ca_guid": ca_guid,
         "ca_expires_at": iso(ca_expires),
         "ca_source": ca_source,
-        "ca_count": len(value.get("certificate_authorities") or []) if reading and not event_is_newest else None,
+        "ca_count": len(ca_value.get("certificate_authorities") or []) if reading and not event_is_newest else None,
         "days_left": days_left,
         "ca_in_window": ca_in_window,
         "soonest_leaf": ({"name": soonest["name"], "valid_until": iso(soonest["valid_until"]),

@@ -52,7 +52,7 @@ def test_nothing_expiring_is_not_due_and_the_days_count_from_now_not_from_the_re
     row = foundation_row(EAST, now=NOW + dt.timedelta(days=10), readings=[reading([ca("ca-1", 500)], [])])
     assert row["state"] == "not_due" and not row["highlight"]
     assert row["days_left"] == 490 and row["soonest_leaf"] is None
-    assert "outside the 3m window" in row["state_detail"]
+    assert row["state_detail"] == "root CA expires in 490 days, after the 3m window"
 
 
 def test_the_newest_reading_wins_whichever_task_took_it():
@@ -129,3 +129,21 @@ def test_the_timeline_is_valid_svg_with_a_lane_per_foundation_and_the_due_one_hi
     windows = [float(g.find("s:rect[@class='window']", ns).get("width")) for g in lanes]
     assert windows[1] > windows[0] * 1.8  # 6m is about twice 3m on the same axis
     assert "today 2026-12-01" in "".join(svg.itertext())
+
+
+def test_a_preflight_reading_newer_than_the_report_updates_the_ca_but_keeps_the_reports_leaves_and_url():
+    report = reading([ca("ca-1", 500)], [leaf("nats_server", 30)], opsman_url="https://opsman.east", opsman_version="3.0.1")
+    preflight = {"dag_id": EAST.dag_id, "run_id": "manual__1", "task_id": "preflight.check_ops_manager",
+                 "timestamp": NOW - dt.timedelta(minutes=1),
+                 "value": {"certificate_authorities": [ca("ca-1", 500, active=False).summary() | {"active": True},
+                                                       ca("ca-2", 1400, active=False).summary()],
+                           "expiring_certificates": ["nats_server"], "installation_watermark": 3}}
+    row = foundation_row(EAST, now=NOW, readings=[report, preflight])
+    assert row["read_from"]["task_id"] == "preflight.check_ops_manager" and row["ca_count"] == 2
+    assert (row["ca_guid"], row["days_left"]) == ("ca-1", 500)
+    assert row["soonest_leaf"]["name"] == "nats_server" and row["opsman_url"] == "https://opsman.east"
+    assert row["state"] == "due"
+    # Without the report: two CAs alone make it due (a rotation left half done).
+    row = foundation_row(EAST, now=NOW, readings=[preflight])
+    assert row["state"] == "due" and row["state_detail"] == "2 CAs: a rotation was started and not finished"
+    assert row["opsman_url"] is None and row["soonest_leaf"] is None
