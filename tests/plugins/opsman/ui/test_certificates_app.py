@@ -99,3 +99,16 @@ def test_rows_come_from_the_expiry_reports_xcom_and_hold_nothing_secret(auth, tw
                                     "task_id": f"expiry__{row['foundation']}"}
     text = json.dumps(body) + client.get("/", cookies={"_token": auth["admin"]}).text
     assert SIM_PASSWORD not in text and "BEGIN" not in text  # no password, no PEM
+
+
+def test_airflow_loads_the_plugin_from_the_plugins_folder_with_its_app_and_navigation_entry():
+    from airflow import plugins_manager
+    from airflow.api_fastapi.app import RESERVED_URL_PREFIXES
+
+    apps, _ = plugins_manager.get_fastapi_plugins()
+    ours = [a for a in apps if a["url_prefix"] == "/opsman-certificates"]
+    assert len(ours) == 1 and not any(ours[0]["url_prefix"].startswith(p) for p in RESERVED_URL_PREFIXES)
+    assert {r.path for r in ours[0]["app"].routes} >= {"/", "/rows"}
+    views, _ = plugins_manager._get_ui_plugins()
+    view = next(v for v in views if v.get("url_route") == "opsman-certificates")
+    assert (view["name"], view["href"], view["destination"]) == ("Certificates", "/opsman-certificates/", "nav")
