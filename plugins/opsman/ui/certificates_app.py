@@ -171,6 +171,24 @@ def airflow_base_path() -> str:
     return urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
 
 
+#: The UI shows external views in an iframe sandboxed without allow-top-navigation and allow-popups,
+#: so a plain target="_top"/"_blank" link does nothing there. The frame is same-origin
+#: (allow-same-origin, allow-scripts): a click is replayed on an anchor in the UI's own document,
+#: which may navigate. Opened on its own (no frame), the page's links work without this.
+FRAME_LINKS_JS = """
+document.addEventListener("click", function (event) {
+  var link = event.target.closest("a[href]");
+  if (!link || window.top === window) return;
+  try {
+    var proxy = window.top.document.createElement("a");
+    proxy.href = link.href; proxy.target = link.target; proxy.rel = "noopener";
+    window.top.document.body.appendChild(proxy); proxy.click(); proxy.remove();
+    event.preventDefault();
+  } catch (err) { /* not same-origin: leave the link to the browser */ }
+});
+"""
+
+
 def _link(base: str, path: str | None, text: str, cls: str = "") -> str:
     if not path:
         return escape(text)
@@ -244,6 +262,7 @@ latest readings, the rotation DAGs' latest runs and the root CA Asset events; Op
 <th>Soonest leaf expiry</th><th>Rotation</th><th>Links</th></tr></thead>
 <tbody>{"".join(body) or '<tr><td colspan="7">No foundation you may read.</td></tr>'}</tbody></table>
 <div id="timeline">{render_timeline(data["rows"], now) if data["rows"] else ""}</div>
+<script>{FRAME_LINKS_JS}</script>
 </body></html>"""
 
 
