@@ -55,17 +55,18 @@ async def current_user(request: Request) -> Any:
 UserDep = Annotated[Any, Depends(current_user)]
 
 
-def fleet_foundations() -> tuple[list[FoundationRef], str | None]:
-    """The fleet file's foundations (or the single DAG on ``opsman_default``), and a problem if any."""
+def fleet_foundations() -> tuple[list[FoundationRef], str | None, bool]:
+    """The fleet file's foundations (or the single DAG on ``opsman_default``), a problem if any, and
+    whether there is an expiry report DAG (only with a fleet file)."""
     from opsman.fleet import FleetFileError, load_fleet
 
     try:
         fleet = load_fleet()
     except FleetFileError as err:
-        return [], str(err)
+        return [], str(err), False
     if fleet is None:
-        return [FoundationRef(name="default", conn_id="opsman_default", dag_id=SINGLE_DAG_ID)], None
-    return [FoundationRef(f.name, f.conn_id, f.dag_id, f.expires_within) for f in fleet.foundations], None
+        return [FoundationRef(name="default", conn_id="opsman_default", dag_id=SINGLE_DAG_ID)], None, False
+    return [FoundationRef(f.name, f.conn_id, f.dag_id, f.expires_within) for f in fleet.foundations], None, True
 
 
 def read_inputs(foundations: list[FoundationRef], with_report: bool) -> dict[str, dict[str, Any]]:
@@ -131,19 +132,20 @@ def page_data(user: Any, now: dt.datetime | None = None) -> dict[str, Any]:
 
     now = now or dt.datetime.now(dt.timezone.utc)
     started = time.monotonic()
-    foundations, problem = fleet_foundations()
+    foundations, problem, has_report = fleet_foundations()
     allowed = get_auth_manager().filter_authorized_dag_ids(
         dag_ids={f.dag_id for f in foundations} | {REPORT_DAG_ID}, user=user, method="GET"
     )
     visible = [f for f in foundations if f.dag_id in allowed]
-    inputs = read_inputs(visible, with_report=REPORT_DAG_ID in allowed)
+    with_report = has_report and REPORT_DAG_ID in allowed
+    inputs = read_inputs(visible, with_report=with_report)
     rows = [foundation_row(f, now=now, **inputs[f.name]) for f in visible]
     return {
         "rows": rows,
         "hidden": len(foundations) - len(visible),
         "problem": problem,
         "generated_at": iso(now),
-        "report_dag_id": REPORT_DAG_ID if REPORT_DAG_ID in allowed else None,
+        "report_dag_id": REPORT_DAG_ID if with_report else None,
         "read_seconds": round(time.monotonic() - started, 3),
     }
 

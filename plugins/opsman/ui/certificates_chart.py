@@ -89,7 +89,7 @@ def render_timeline(rows: list[dict[str, Any]], now: dt.datetime) -> str:
         if r["leaves"]:
             first = parse_time(r["leaves"][0]["valid_until"])
             more = f" +{len(r['leaves']) - 1}" if len(r["leaves"]) > 1 else ""
-            out.append(f'<text x="{x(first):.1f}" y="{mid + 19:.1f}" text-anchor="middle" fill="#b71c1c" font-size="10">'
+            out.append(f'<text x="{x(first) + 8:.1f}" y="{mid + 17:.1f}" text-anchor="start" fill="#b71c1c" font-size="10">'
                        f'{escape(r["leaves"][0]["name"] or "")} {first:%m-%d}{more}</text>')
         out.append("</g>")
     tx = x(now)

@@ -112,3 +112,13 @@ def test_airflow_loads_the_plugin_from_the_plugins_folder_with_its_app_and_navig
     views, _ = plugins_manager._get_ui_plugins()
     view = next(v for v in views if v.get("url_route") == "opsman-certificates")
     assert (view["name"], view["href"], view["destination"]) == ("Certificates", "/opsman-certificates/", "nav")
+
+
+def test_without_a_fleet_file_the_page_shows_the_single_dag_on_opsman_default(auth, client, monkeypatch, tmp_path):
+    monkeypatch.delenv("OPSMAN_FLEET_FILE", raising=False)
+    monkeypatch.setattr("opsman.fleet.DEFAULT_FLEET_FILE", tmp_path / "absent.yaml")
+    body = client.get("/rows", cookies={"_token": auth["admin"]}).json()
+    assert [(r["foundation"], r["conn_id"], r["dag_id"]) for r in body["rows"]] == [("default", "opsman_default", "opsman_ca_rotation")]
+    assert body["problem"] is None and body["report_dag_id"] is None  # no fleet, no report DAG
+    page = client.get("/", cookies={"_token": auth["admin"]}).text
+    assert "run the foundation's DAG" in page and "opsman_certificate_expiry_report" not in page
