@@ -8,7 +8,8 @@
 The expiry report ran first, so every row's CA, leaf, Ops Manager URL and version come from the
 report's XCom, and west's new CA from its Asset event. The test logs in, opens the page from Airflow's
 navigation, checks every row against the simulators' own state (``/_simulator/state``), follows the
-failed row's link to the task log, and saves screenshots of the page and of its chart under
+failed row's link to the task log, checks that a user who may read only east's DAG sees only east
+(the API server runs :mod:`restricted_auth_manager`: SimpleAuthManager with per-user DAG lists), and saves screenshots of the page and of its chart under
 ``$OPSMAN_ARTIFACTS/certificates`` (default ``.run/artifacts/certificates``).
 """
 
@@ -46,6 +47,7 @@ STOP_ORDER = ["scheduler", "triggerer", "dag-processor", "api-server"]
 REPORT = "opsman_certificate_expiry_report"
 FOUNDATIONS = ("east", "west", "lab")
 CF_PRODUCT = "cf-0f1e2d3c4b5a69788796"
+VIEWER_PASSWORD = "east-viewer-password"
 
 
 def dag_id(name: str) -> str:
@@ -74,11 +76,17 @@ def fleet_stack(root: Path):
         }))
         port = stack.free_port()
         values = stack.load_or_create_secrets(home)
-        stack.write_passwords_file(home, values["admin_password"])
+        passwords = stack.write_passwords_file(home, values["admin_password"])
+        passwords.write_text(json.dumps({"admin": values["admin_password"], "east_viewer": VIEWER_PASSWORD}))
         env = stack.base_env(home, port, values)
         env.update({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
                     "OPSMAN_FLEET_FILE": str(fleet),
+                    # A user who may read only east's DAG (and the report): SimpleAuthManager has roles only.
+                    "AIRFLOW__CORE__AUTH_MANAGER": "restricted_auth_manager.DagListAuthManager",
+                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,east_viewer:viewer",
+                    "OPSMAN_TEST_DAG_ACCESS": json.dumps({"east_viewer": [dag_id("east"), REPORT]}),
+                    "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), *filter(None, [os.environ.get("PYTHONPATH")])]),
                     **{f"AIRFLOW_CONN_OPSMAN_{n.upper()}": connection_json(s) for n, s in sims.items()}})
         stack.prepare_database(home, env)
         stack.start_components(home, port, env)
@@ -154,6 +162,11 @@ def test_the_certificates_page_shows_the_fleet_as_the_simulators_have_it(fleet_a
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(anonymous, timeout=30)
     assert refused.value.code == 401
+    # On the real API server, a user without access to west's and lab's DAGs sees only east.
+    viewer = stack.Api(url, "east_viewer", VIEWER_PASSWORD)
+    seen = viewer.request("GET", "/opsman-certificates/rows")
+    assert [r["foundation"] for r in seen["rows"]] == ["east"] and seen["hidden"] == 2
+    assert seen["rows"][0]["state"] == "due"
     print(json.dumps({"page_seconds_median": round(statistics.median(timings), 3), "page_seconds_max": round(max(timings), 3)}))
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
