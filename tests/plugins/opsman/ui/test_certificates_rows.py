@@ -147,3 +147,16 @@ def test_a_preflight_reading_newer_than_the_report_updates_the_ca_but_keeps_the_
     row = foundation_row(EAST, now=NOW, readings=[preflight])
     assert row["state"] == "due" and row["state_detail"] == "2 CAs: a rotation was started and not finished"
     assert row["opsman_url"] is None and row["soonest_leaf"] is None
+
+
+def test_names_from_ops_manager_are_escaped_in_the_page_and_the_chart():
+    from opsman.ui.certificates_app import render_page
+
+    evil = '<script>alert("x")</script>'
+    row = foundation_row(EAST, now=NOW, readings=[reading([ca("ca-1", 800)], [leaf(evil, 30)],
+                                                          opsman_url='https://opsman.east/"><b>')])
+    html = render_page({"rows": [row], "hidden": 0, "problem": None, "generated_at": "2026-12-01T12:00:00Z",
+                        "report_dag_id": "opsman_certificate_expiry_report"})
+    assert evil not in html and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+    assert '"><b>' not in html
+    ET.fromstring(render_timeline([row], NOW))  # still well-formed XML
