@@ -9,7 +9,8 @@ The expiry report ran first, so every row's CA, leaf, Ops Manager URL and versio
 report's XCom, and west's new CA from its Asset event. The test logs in, opens the page from Airflow's
 navigation, checks every row against the simulators' own state (``/_simulator/state``), follows the
 failed row's link to the task log, checks that a user who may read only east's DAG sees only east
-(the API server runs :mod:`restricted_auth_manager`: SimpleAuthManager with per-user DAG lists), and saves screenshots of the page and of its chart under
+(the API server runs :mod:`restricted_auth_manager`: SimpleAuthManager with per-user DAG lists),
+then starts east's rotation and sees its row "running" in the section the run is in, and saves screenshots of the page and of its chart under
 ``$OPSMAN_ARTIFACTS/certificates`` (default ``.run/artifacts/certificates``).
 """
 
@@ -32,6 +33,7 @@ from urllib.parse import quote
 
 import pytest
 import yaml
+from opsman.ui.certificates_rows import SECTION_LABELS
 from opsman_simulator.process import SimulatorProcess
 from support import SIM_PASSWORD, SIM_USER, connection_json
 from system_support import REPO, airflow_stack as stack, missing
@@ -232,6 +234,32 @@ def test_the_certificates_page_shows_the_fleet_as_the_simulators_have_it(fleet_a
         page.get_by_text(re.compile("staged changes that an Apply Changes of this rotation would deploy")).first.wait_for(
             timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "04-failed-task-log.png"), full_page=True)
+
+        # Running: east's rotation waits for an Apply Changes that takes 10 minutes; the row names the
+        # section from the run's task states while the simulator has that installation running.
+        sims["east"].faults(apply_seconds=600)
+        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        east_run = api.request("POST", f"/api/v2/dags/{dag_id('east')}/dagRuns", {"logical_date": now, "conf": {}})["dag_run_id"]
+        deadline = time.monotonic() + 300
+        while True:
+            east = next(r for r in api.request("GET", "/opsman-certificates/rows")["rows"] if r["foundation"] == "east")
+            if east["state"] == "running" and "wait_for_apply_changes" in (east["state_detail"] or ""):
+                break
+            assert time.monotonic() < deadline, f"east never reached its first Apply Changes wait: {east}"
+            time.sleep(2)
+        assert sims["east"].state()["installations"][0]["status"] == "running"
+        tis = api.request("GET", f"/api/v2/dags/{dag_id('east')}/dagRuns/{quote(east_run, safe='')}/taskInstances")
+        waiting = [t["task_id"] for t in tis["task_instances"] if t["task_id"].endswith(".wait_for_apply_changes")
+                   and t["state"] in ("running", "deferred", "up_for_reschedule")]
+        assert len(waiting) == 1, tis
+        section = SECTION_LABELS[waiting[0].split(".")[0]]
+        assert east["state_detail"].startswith(f"{section} ({waiting[0]}: "), (east, waiting)
+        page.goto(f"{url}/plugin/opsman-certificates")
+        row = page.frame_locator("iframe").first.locator('tr[data-foundation="east"]')
+        row.wait_for()
+        assert row.get_attribute("data-state") == "running"
+        assert section in row.locator("td.state").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "05-running.png"), full_page=True)
     finally:
         page.screenshot(path=str(ARTIFACTS / "last-page.png"), full_page=True)
         context.close()
