@@ -702,7 +702,7 @@ class OpsManagerHook(HttpHook):
         self._call(call, "PUT", _Endpoints.DIRECTOR_PROPERTIES, json_body=body, idempotent=True)
 
     def get_version(self) -> str | None:
-        """``GET /api/v0/info``: Ops Manager's version (``{"info": {"version": "3.0.25+LTS-T"}}``), None if absent."""
+        """``GET /api/v0/info``: Ops Manager's version (``{"info": {"version": "2.10.1-build.5"}}``), None if absent."""
         call = "read Ops Manager info"
         _, body = self._call(call, "GET", _Endpoints.INFO, idempotent=True)
         info = body.get("info") if isinstance(body, dict) else None
