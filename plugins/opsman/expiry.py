@@ -17,6 +17,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from opsman.compat import AirflowFailException, SkipMixin
+from opsman.exceptions import OpsManagerError
 from opsman.models import CertificateAuthority, DeployedCertificate, isoformat
 from opsman.operators import OpsManagerBaseOperator, as_flag, format_table, window_days
 
@@ -203,9 +204,22 @@ class ExpiryReportOperator(_ExpiryReader):
         super().__init__(**kwargs)
         self.foundation = foundation
 
+    def read_version(self) -> str | None:
+        """Ops Manager's version for the Certificates page; informative only, so a failed read is logged, not fatal."""
+        try:
+            return self.hook.get_version()
+        except OpsManagerError as err:
+            self.log.warning("Could not read Ops Manager's version (the report goes on without it): %s", err)
+            return None
+
     def execute(self, context: Context) -> dict[str, Any]:
         report = self.read_expiry()
-        report.update(foundation=self.foundation, conn_id=self.opsman_conn_id)
+        report.update(
+            foundation=self.foundation,
+            conn_id=self.opsman_conn_id,
+            opsman_url=self.hook.settings.base_url,
+            opsman_version=self.read_version(),
+        )
         self.log.info(
             "Foundation %s (%s), window %s: rotation %s\n%s",
             self.foundation,

@@ -568,6 +568,12 @@ def _product_list(body: Any, call: str) -> list[Product]:
     return [Product.from_api(p, call) for p in body]
 
 
+def major_minor(version: str | None) -> tuple[int, int] | None:
+    """``(2, 10)`` from ``2.10.1-build.5``; None when the version is missing or not numeric."""
+    match = re.match(r"^(\d+)\.(\d+)", version) if version else None
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 class OpsManagerHook(HttpHook):
     """Calls the Ops Manager API for tasks: one method per endpoint, typed results.
 
@@ -925,18 +931,14 @@ class OpsManagerHook(HttpHook):
         except (KeyError, TypeError):
             raise OpsManagerResponseError(f"{call}: the response has no credential.value.cert_pem") from None
 
-    def get_version(self) -> tuple[int, int] | None:
-        """``GET /api/v0/info`` (no token needed): Ops Manager's (major, minor), None when it does not say."""
+    def get_version(self) -> str | None:
+        """``GET /api/v0/info`` (no token needed): Ops Manager's version, e.g. ``2.10.1-build.5``; None if absent."""
         _, body = self._call(
             "get Ops Manager version", "GET", _Endpoints.INFO, idempotent=True, authenticated=False
         )
-        version = (
-            body.get("info", {}).get("version")
-            if isinstance(body, dict) and isinstance(body.get("info"), dict)
-            else None
-        )
-        match = re.match(r"^(\d+)\.(\d+)", version) if isinstance(version, str) else None
-        return (int(match.group(1)), int(match.group(2))) if match else None
+        info = body.get("info") if isinstance(body, dict) else None
+        version = info.get("version") if isinstance(info, dict) else None
+        return version if isinstance(version, str) else None
 
     def set_recreate_vms_on_next_deploy(self) -> None:
         """``PUT /api/v0/staged/director/properties``: recreate every VM at the next Apply Changes (as om).
@@ -946,7 +948,7 @@ class OpsManagerHook(HttpHook):
         """
         call = "set recreate VMs on next deploy"
         flags = {"bosh_recreate_on_next_deploy": True}
-        version = self.get_version()
+        version = major_minor(self.get_version())
         if version is not None and version >= (2, 9):
             flags["bosh_director_recreate_on_next_deploy"] = True
         else:

@@ -489,6 +489,11 @@ def test_the_expiry_report_covers_every_foundation_grouped_by_procedure(
     # Ops Manager 2.10+ names the procedures itself; the report groups by those names.
     assert "Non-Configurable Leaf Certificates Procedure" in by_name["lab"]["expiring_by_procedure"]
     assert any("the active root CA" in r for r in by_name["lab"]["reasons"])
+    # For the Certificates page: where each Ops Manager is and its version (GET /api/v0/info, a read).
+    assert (
+        by_name["east"]["opsman_url"] == sim.url and by_name["east"]["opsman_version"] == "2.9.13-build.165"
+    )
+    assert by_name["lab"]["opsman_version"] == "2.10.60-build.4"
     assert [json.dumps(r, sort_keys=True) for r in report["foundations"]]  # JSON-safe
     for s in (sim, young_sim, newer_sim):
         assert api_writes(s) == []

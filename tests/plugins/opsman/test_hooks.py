@@ -399,3 +399,9 @@ class TestAsyncHook:
             ("POST", "/uaa/oauth/token", 200),
             ("GET", f"/api/v0/installations/{installation_id}", 200),
         ]
+
+
+def test_get_version_reads_api_v0_info(sim):
+    sim.clear_journal()
+    assert OpsManagerHook().get_version() == "2.9.13-build.165"
+    assert [e["status"] for e in journal_calls(sim, "GET", "/api/v0/info")] == [200]
