@@ -97,7 +97,7 @@ def ours(sim: SimulatorProcess, installation_id: int, poll: float) -> None:
 
 
 def om_style(sim: SimulatorProcess, installation_id: int) -> None:
-    """om apply-changes' poll loop (opsman-api.md §4.4): status, then the whole log, every 10 s."""
+    """om apply-changes' poll loop (docs/ops-manager-api.md §4.4): status, then the whole log, every 10 s."""
     headers = {"Authorization": f"Bearer {token(sim)}"}
     printed = 0
     while True:

@@ -50,8 +50,9 @@ def port_is_free(port: int) -> bool:
 def load_or_create_secrets(home: Path) -> dict[str, str]:
     """Fernet key, JWT secret, API secret key and the admin password: made once per home, mode 0600.
 
-    Every component gets the same values through its environment (airflow-distributed.md pitfall 2),
-    instead of each one writing random ones into its own airflow.cfg.
+    Every component gets the same values through its environment, instead of each one writing random
+    ones into its own airflow.cfg: a task whose JWT was signed with another secret fails with
+    ``Invalid auth token``.
     """
     path = home / "secrets.json"
     if path.exists():
@@ -106,7 +107,7 @@ def base_env(home: Path, port: int, values: dict[str, str]) -> dict[str, str]:
                 home / "simple_auth_manager_passwords.json"
             ),
             "AIRFLOW__CORE__PARALLELISM": "4",
-            # Short tasks free their slot after about 1 s instead of 5 s (airflow-distributed.md pitfall 9).
+            # Short tasks free their slot after about 1 s instead of the default 5 s heartbeat.
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "PYTHONUNBUFFERED": "1",

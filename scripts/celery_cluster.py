@@ -9,7 +9,8 @@ persistence, the api-server, scheduler, dag-processor and triggerer, and ``--wor
 workers (``worker1@%h``, ``worker2@%h``, concurrency 2). Each foundation is a bundled Ops Manager
 simulator with a connection ``opsman_foundation_<n>`` (``opsman_default`` is the first).
 
-As airflow-distributed.md prescribes: celery is pinned below 5.7 (pyproject's dev extra); the Fernet
+Pitfalls of a distributed Airflow handled here: celery is pinned below 5.7 (5.7 breaks
+apache-airflow-providers-celery 3.26.0; pyproject's dev extra); the Fernet
 key, JWT secret and API secret key are generated once and given to every component; the
 Execution API URL is explicit; log servers are skipped (every component shares ``<home>/logs``).
 The Debian packages come from ``./dev system-deps``.

@@ -8,7 +8,7 @@ it (as ``AIRFLOW_CONN_OPSMAN_DEFAULT`` in every component), waits until every co
 and the DAG is parsed and unpaused, then prints the UI address and the login. State lives in
 ``.run/local-airflow`` (``--home``): SQLite DB, logs, PID files, the secrets shared by the components.
 
-Pitfalls handled (see airflow-distributed.md): the scheduler and triggerer run with
+Pitfalls handled: the scheduler and triggerer run with
 ``--skip-serve-logs`` (their log servers would bind every interface; the api-server reads task
 logs from the shared logs folder); the Execution API URL follows the chosen port; the JWT secret,
 API secret key and Fernet key are set once per home for every component; parallelism is 4.

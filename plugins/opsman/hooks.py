@@ -72,7 +72,7 @@ CONN_TYPE = "opsman"
 #: Statuses after which a request may not have been processed, or a load balancer answered for
 #: Ops Manager: retried for reads, reported as "outcome unknown" for writes.
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
-#: The CA calls also answer 207 Multi-Status with warnings (opsman-api.md §0).
+#: The CA calls also answer 207 Multi-Status with warnings (docs/ops-manager-api.md §0).
 CA_OK = (200, 207)
 GUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -197,7 +197,7 @@ class OpsManagerConnectionSettings:
         return bool(self.username and self.password)
 
     def token_request(self) -> tuple[str, tuple[str, str], dict[str, str]]:
-        """URL, Basic-auth pair and form of the UAA token request (opsman-api.md §1.1)."""
+        """URL, Basic-auth pair and form of the UAA token request (docs/ops-manager-api.md §1.1)."""
         if self.uses_password_grant:
             form = {
                 "grant_type": "password",
@@ -319,7 +319,7 @@ class _Token:
 
 
 def _error_messages(body: Any) -> list[str]:
-    """Ops Manager's own words from any of its error envelopes (opsman-api.md §0)."""
+    """Ops Manager's own words from any of its error envelopes (docs/ops-manager-api.md §0)."""
     if isinstance(body, dict):
         errors = body.get("errors")
         if isinstance(errors, list):
@@ -507,7 +507,7 @@ def permission_hint(method: str, path: str) -> str:
 
 
 class _Endpoints:
-    """Endpoint paths, one place (opsman-api.md §2-§5)."""
+    """Endpoint paths, one place (docs/ops-manager-api.md §2-§5)."""
 
     CAS = "/api/v0/certificate_authorities"
     CA_GENERATE = "/api/v0/certificate_authorities/generate"
@@ -742,7 +742,7 @@ class OpsManagerHook(HttpHook):
         url = self.settings.base_url + path
         for refreshed in (False, True):
             headers = {
-                # om sends this on every request, GET and DELETE included (opsman-api.md §0).
+                # om sends this on every request, GET and DELETE included (docs/ops-manager-api.md §0).
                 "Content-Type": "application/json",
                 "Accept": "application/json",
             }

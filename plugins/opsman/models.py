@@ -1,4 +1,4 @@
-"""Typed views of Ops Manager API responses (``../shared/reference/opsman-api.md``).
+"""Typed views of Ops Manager API responses (``docs/ops-manager-api.md``).
 
 Parsing is strict about the fields the rotation relies on (a missing ``guid`` or ``active`` is an
 error that names the call) and lenient about everything else, because newer Ops Manager versions
@@ -46,7 +46,7 @@ def parse_api_time(value: str | None) -> dt.datetime | None:
     """Parse an Ops Manager date: RFC 3339 (``2017-05-24T23:38:37.316Z``) or date-only (``2017-01-19``).
 
     Date-only values become midnight UTC. om parses only RFC 3339 and silently picks an empty CA
-    when Ops Manager sends dates (opsman-api.md §2.5); we accept both and let the caller refuse
+    when Ops Manager sends dates (docs/ops-manager-api.md §2.5); we accept both and let the caller refuse
     when nothing parses.
     """
     if value is None or value == "":
@@ -85,7 +85,7 @@ class InstallationStatus(enum.StrEnum):
 
     @classmethod
     def parse(cls, raw: str) -> InstallationStatus:
-        # Older Ops Manager said "success" (opsman-api.md §4.3). Anything unknown is treated as
+        # Older Ops Manager said "success" (docs/ops-manager-api.md §4.3). Anything unknown is treated as
         # still running, as om does: a status we do not know is never taken for success.
         if raw == "success":
             return cls.SUCCEEDED
@@ -326,7 +326,7 @@ class Product:
 
 @dataclass(frozen=True)
 class ApplyChangesOptions:
-    """The body of ``POST /api/v0/installations`` (opsman-api.md §4.1)."""
+    """The body of ``POST /api/v0/installations`` (docs/ops-manager-api.md §4.1)."""
 
     deploy_products: str | tuple[str, ...] = "all"
     errands: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)

@@ -1,7 +1,7 @@
 """Decide from Ops Manager's state alone where a rotation stands and which steps remain.
 
 Ops Manager records nothing like "regenerate was called" or "this Apply Changes belonged to step N"
-(see ``shared/design-notes.md``). What it does show, and what this module reads:
+(see ``docs/design-notes.md``). What it does show, and what this module reads:
 
 - the CAs: which is active, and when each was made. The time comes from the CA certificate's
   ``notBefore`` (to the second); ``created_on`` may be a bare date and cannot order two CAs made
