@@ -632,14 +632,6 @@ class Store:
         }
 
     # ----------------------------------------------------------------------------------------
-    # UAA
-    # ----------------------------------------------------------------------------------------
-
-    def revoke_tokens(self, now: float | None = None) -> None:
-        self.data["revoked_before"] = self.now() if now is None else now
-        self.save()
-
-    # ----------------------------------------------------------------------------------------
     # certificate authorities (§2)
     # ----------------------------------------------------------------------------------------
 
@@ -1023,12 +1015,6 @@ class Store:
     # ----------------------------------------------------------------------------------------
     # logs
     # ----------------------------------------------------------------------------------------
-
-    def product_type(self, guid: str) -> str:
-        for p in self.data["products"]:
-            if p["guid"] == guid:
-                return p["type"]
-        return guid
 
     def log_events(self, inst: dict[str, Any]) -> list[tuple[float, str, Any]]:
         """Deterministic (offset_seconds, kind, payload) events of an installation, in order.

@@ -223,7 +223,6 @@ class Installation:
 
     id: int
     status: InstallationStatus
-    raw_status: str
     user_name: str | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
@@ -234,7 +233,6 @@ class Installation:
         return cls(
             id=_require(body, "id", call, int),
             status=InstallationStatus.parse(raw),
-            raw_status=raw,
             user_name=body.get("user_name"),
             started_at=parse_api_time(body.get("started_at")),
             finished_at=parse_api_time(body.get("finished_at")),
