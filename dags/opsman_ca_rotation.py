@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, Param, TaskGroup, XComArg, task
 
 from opsman.compat import DOUBLING_BACKOFF, AirflowSkipException
+from opsman.constants import EXPIRES_WITHIN_PATTERN
 from opsman.expiry import ExpiryReportOperator, RotationDueOperator
 from opsman.fleet import DEFAULT_SETTINGS, FLEET_FORM, Fleet, Foundation, load_fleet
 from opsman.models import isoformat
@@ -121,7 +122,7 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
         "expires_within": Param(
             d["expires_within"],
             type="string",
-            pattern="^[1-9][0-9]*[dwmy]$",
+            pattern=EXPIRES_WITHIN_PATTERN.pattern,
             title="Expiry window",
             section="Foundation",
             description="Report certificates expiring within this window (e.g. 3m, 6w, 90d); the new CA must outlive it.",

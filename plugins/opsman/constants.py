@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 
 DEFAULT_CONN_ID = "opsman_default"
+#: Rotate when the active CA, or a leaf certificate the rotation re-issues, expires within this.
+#: om's `expiring-certificates` default; see README "A fleet of foundations" for why.
+DEFAULT_WINDOW = "3m"
 #: om's expiry window: a number and d, w, m or y, e.g. 3m.
 EXPIRES_WITHIN_PATTERN = re.compile(r"^[1-9]\d*[dwmy]$")
 

@@ -17,9 +17,11 @@ from typing import Any
 from airflow.sdk import Context
 
 from opsman.compat import AirflowFailException, SkipMixin
+from opsman.constants import DEFAULT_WINDOW
 from opsman.exceptions import OpsManagerError
 from opsman.models import CertificateAuthority, DeployedCertificate, isoformat
-from opsman.operators import OpsManagerBaseOperator, as_flag, format_table, window_days
+from opsman.operators import OpsManagerBaseOperator
+from opsman.values import as_flag, format_table, window_days
 
 #: Run types that only rotate when due; manual runs rotate unless asked to check (``only_if_due``).
 CHECKED_RUN_TYPES = ("scheduled", "backfill")
@@ -126,7 +128,7 @@ def format_expiry(report: dict[str, Any]) -> str:
 class _ExpiryReader(OpsManagerBaseOperator):
     template_fields: Sequence[str] = (*OpsManagerBaseOperator.template_fields, "expires_within")
 
-    def __init__(self, *, expires_within: str = "3m", **kwargs: Any) -> None:
+    def __init__(self, *, expires_within: str = DEFAULT_WINDOW, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.expires_within = expires_within
 

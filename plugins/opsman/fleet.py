@@ -41,18 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opsman.constants import DEFAULT_WINDOW, EXPIRES_WITHIN_PATTERN
+from opsman.values import window_days
+
 DEFAULT_FLEET_FILE = Path(__file__).resolve().parents[2] / "include" / "foundations.yaml"
 FLEET_FILE_ENV = "OPSMAN_FLEET_FILE"
 DEFAULT_SCHEDULE = "@daily"
-#: Rotate when the active CA, or a leaf certificate the rotation re-issues, expires within this.
-#: om's `expiring-certificates` default; see README "A fleet of foundations" for why.
-DEFAULT_WINDOW = "3m"
 DEFAULT_REPORT_SCHEDULE = "@daily"
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
 CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
-WINDOW_PATTERN = re.compile(r"^[1-9][0-9]*[dwmy]$")
-WINDOW_DAYS = {"d": 1, "w": 7, "m": 31, "y": 366}
 MAX_WINDOW_DAYS = 366
 PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually"}
 #: Every setting of a rotation by operator argument, and its default: the fleet file's values override
@@ -165,10 +163,6 @@ class Fleet:
     foundations: tuple[Foundation, ...]
     report_schedule: str | None = DEFAULT_REPORT_SCHEDULE
     trigger_due_rotations: bool = False
-
-
-def window_days(value: str) -> int:
-    return int(value[:-1]) * WINDOW_DAYS[value[-1]]
 
 
 def fleet_file_path() -> Path:
@@ -296,7 +290,7 @@ def _foundation(item: dict[str, Any], fail: Any) -> Foundation:
         raise fail("conn_id", f"must be an Airflow connection id (letters, digits, _ . -); got {conn_id!r}")
     schedule = _schedule(item.get("schedule", DEFAULT_SCHEDULE), lambda m: fail("schedule", m))
     window = item.get("expires_within", DEFAULT_WINDOW)
-    if not isinstance(window, str) or not WINDOW_PATTERN.match(window):
+    if not isinstance(window, str) or not EXPIRES_WITHIN_PATTERN.match(window):
         raise fail("expires_within", f"must be a number and d, w, m or y, e.g. 3m; got {window!r}")
     if window_days(window) > MAX_WINDOW_DAYS:
         raise fail(

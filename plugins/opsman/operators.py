@@ -24,7 +24,12 @@ from airflow.sdk import BaseOperator, Context
 from cryptography import x509
 
 from opsman.compat import AirflowFailException, AirflowSkipException
-from opsman.constants import CREDENTIAL_ROLES, DEFAULT_CONN_ID, EXPIRES_WITHIN_PATTERN, WRITE_ROLES
+from opsman.constants import (
+    CREDENTIAL_ROLES,
+    DEFAULT_CONN_ID,
+    DEFAULT_WINDOW,
+    WRITE_ROLES,
+)
 from opsman.custom_ca import CustomCertificateAuthority, load_custom_ca
 from opsman.exceptions import (
     OpsManagerApiError,
@@ -55,6 +60,7 @@ from opsman.planning import (
     RotationPlan,
     plan_rotation,
 )
+from opsman.values import as_flag, format_table, optional_int, window_days
 
 if TYPE_CHECKING:
     from opsman.hooks import OpsManagerHook
@@ -63,12 +69,6 @@ WATERMARK_KEY = "installation_watermark"
 AFTER_INSTALLATION_KEY = "after_installation_id"
 APPLY_MODES = ("api", "manual")
 DIRECTOR_PRODUCT_TYPE = "p-bosh"
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    table = [tuple(str(c) for c in header), *(tuple("" if c is None else str(c) for c in r) for r in rows)]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
 def format_ca_table(cas: Sequence[CertificateAuthority]) -> str:
@@ -85,33 +85,6 @@ def format_ca_table(cas: Sequence[CertificateAuthority]) -> str:
             for ca in cas
         ],
     )
-
-
-def optional_int(value: Any, name: str) -> int | None:
-    """An int from an XCom or template value; ``None``/``"None"``/``""`` mean "not given"."""
-    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise OpsManagerConfigError(f"{name} must be an integer, got {value!r}") from None
-
-
-def as_flag(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise OpsManagerConfigError(f"{name} must be true or false, got {value!r}")
-
-
-def window_days(expires_within: str) -> int:
-    """Days in an ``expires_within`` value such as ``3m`` (a month counted as 31 days, a year as 366)."""
-    if not isinstance(expires_within, str) or not EXPIRES_WITHIN_PATTERN.match(expires_within):
-        raise OpsManagerConfigError(
-            f"expiry window {expires_within!r} must be a number and d, w, m or y, e.g. 3m"
-        )
-    return int(expires_within[:-1]) * {"d": 1, "w": 7, "m": 31, "y": 366}[expires_within[-1]]
 
 
 def split_active(
@@ -166,7 +139,9 @@ class OpsManagerBaseOperator(BaseOperator):
         context["ti"].xcom_push(key=WATERMARK_KEY, value=watermark)
         return watermark
 
-    def custom_ca(self, conn_id: Any, expires_within: str = "3m") -> CustomCertificateAuthority | None:
+    def custom_ca(
+        self, conn_id: Any, expires_within: str = DEFAULT_WINDOW
+    ) -> CustomCertificateAuthority | None:
         """The CA to upload instead of generating one, validated; None when none is configured."""
         if not conn_id:
             return None
@@ -264,7 +239,7 @@ class CheckOpsManagerOperator(OpsManagerBaseOperator):
     def __init__(
         self,
         *,
-        expires_within: str = "3m",
+        expires_within: str = DEFAULT_WINDOW,
         if_installation_running: str = "wait",
         custom_ca_conn_id: Any = None,
         dry_run: Any = False,
@@ -402,7 +377,7 @@ class PlanRotationOperator(OpsManagerBaseOperator):
         initial_apply_changes: Any = True,
         dry_run: Any = False,
         custom_ca_conn_id: Any = None,
-        expires_within: str = "3m",
+        expires_within: str = DEFAULT_WINDOW,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -492,7 +467,9 @@ class GenerateCertificateAuthorityOperator(RotationStepOperator):
         "expires_within",
     )
 
-    def __init__(self, *, custom_ca_conn_id: Any = None, expires_within: str = "3m", **kwargs: Any) -> None:
+    def __init__(
+        self, *, custom_ca_conn_id: Any = None, expires_within: str = DEFAULT_WINDOW, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.custom_ca_conn_id = custom_ca_conn_id
         self.expires_within = expires_within
@@ -975,7 +952,7 @@ class VerifyRotationOperator(OpsManagerBaseOperator):
         *,
         new_ca_guid: Any,
         old_ca_key_id: Any = None,
-        expires_within: str = "3m",
+        expires_within: str = DEFAULT_WINDOW,
         dry_run: Any = False,
         **kwargs: Any,
     ) -> None:

@@ -15,7 +15,7 @@ from opsman.constants import DEFAULT_CONN_ID
 from opsman.exceptions import OpsManagerError
 from opsman.links import OpsManagerInstallationLink
 from opsman.models import InstallationStatus, log_tail, new_log_text
-from opsman.operators import optional_int
+from opsman.values import optional_int
 
 if TYPE_CHECKING:
     from opsman.hooks import OpsManagerHook

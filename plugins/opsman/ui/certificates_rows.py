@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from opsman.fleet import window_days
+from opsman.constants import DEFAULT_WINDOW
+from opsman.values import window_days
 
 REPORT_DAG_ID = "opsman_certificate_expiry_report"
 #: The rotation DAG's sections in the order they run: "running (which section)" and "the failed
@@ -78,7 +79,7 @@ class FoundationRef:
     name: str
     conn_id: str
     dag_id: str
-    expires_within: str = "3m"
+    expires_within: str = DEFAULT_WINDOW
 
     @property
     def asset_name(self) -> str:

@@ -1,0 +1,52 @@
+"""Parsing and formatting rules shared by the operators, sensor, expiry report, fleet file and UI page.
+
+One definition per rule, at the bottom of the import graph: it imports nothing of ours but the
+constants and the exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from opsman.constants import EXPIRES_WITHIN_PATTERN
+from opsman.exceptions import OpsManagerConfigError
+
+#: Days per unit of an expiry window (``3m``), counted generously: a month is 31 days, a year 366,
+#: so a window never ends before the calendar one it names.
+WINDOW_DAYS = {"d": 1, "w": 7, "m": 31, "y": 366}
+
+
+def window_days(expires_within: str) -> int:
+    """Days in an ``expires_within`` value such as ``3m``."""
+    if not isinstance(expires_within, str) or not EXPIRES_WITHIN_PATTERN.match(expires_within):
+        raise OpsManagerConfigError(
+            f"expiry window {expires_within!r} must be a number and d, w, m or y, e.g. 3m"
+        )
+    return int(expires_within[:-1]) * WINDOW_DAYS[expires_within[-1]]
+
+
+def optional_int(value: Any, name: str) -> int | None:
+    """An int from an XCom or template value; ``None``/``"None"``/``""`` mean "not given"."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise OpsManagerConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def as_flag(value: Any, name: str) -> bool:
+    """A boolean from a Param or a rendered template (``True``, ``"true"``, ``"False"``...)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise OpsManagerConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as a plain-text table with aligned columns, for task logs."""
+    table = [tuple(str(c) for c in header), *(tuple("" if c is None else str(c) for c in r) for r in rows)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
