@@ -215,13 +215,13 @@ def test_the_simulator_restarted_during_an_apply_changes(faulty, airflow_db, cap
 
 def test_token_ttl_shorter_than_an_apply_changes(faulty, airflow_db, capfd):
     sim, old = faulty
-    # A 3 s token against 7 s installations: every wait outlives two tokens. The client renews 0.75 s ahead; a
-    # renewed token is only refused again after a 3 s stall, which a loaded machine does not cause.
-    sim.faults(token_ttl=3, apply_seconds=7)
+    # A 5 s token against 12 s installations: every wait outlives two tokens. The client renews 1.25 s ahead;
+    # a renewed token is only refused again after a 5 s stall (a 3 s token was, once, on a machine at load 11).
+    sim.faults(token_ttl=5, apply_seconds=12)
     case = Case(
         10,
-        "UAA token TTL (3 s) shorter than one Apply Changes (7 s)",
-        "token_ttl=3 on the UAA",
+        "UAA token TTL (5 s) shorter than one Apply Changes (12 s)",
+        "token_ttl=5 on the UAA",
         r"Installation \d+ succeeded",
     )
     dag_run = rotate()
@@ -229,7 +229,7 @@ def test_token_ttl_shorter_than_an_apply_changes(faulty, airflow_db, capfd):
     journal = sim.journal()
     tokens = [e for e in journal if e["path"] == "/uaa/oauth/token"]
     assert len(tokens) >= 4, (
-        f"{len(tokens)} tokens for 3 installations of 7 s on a 3 s token: some wait outlived none"
+        f"{len(tokens)} tokens for 3 installations of 12 s on a 5 s token: some wait outlived none"
     )
     # Renewal ahead of expiry is pinned exactly by the hook's unit test. Here a request may still arrive after
     # its token expired (a stalled worker); then Ops Manager's 401 is answered by a new token and one

@@ -71,7 +71,8 @@ def assert_printed_once(capfd, installation_id: int) -> None:
 
 
 def test_hand_off_from_sensor_to_a_replaying_stream(sim, capfd):
-    installation_id = start(sim, 3)
+    # Long enough that the trigger starts streaming before it ends, even on a loaded machine.
+    installation_id = start(sim, 8)
     wait_for_lines(installation_id, 3)
     trigger = hand_off(installation_id)
     assert run(trigger)["status"] == "succeeded"
