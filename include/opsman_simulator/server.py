@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--initial-ca-age-days", type=float, default=1200)
     p.add_argument("--answer-style", choices=["legacy", "2.10"], default="legacy")
     p.add_argument("--safety-checks", action="store_true")
+    p.add_argument("--in-memory", action="store_true", help="keep state and journal in memory only (tests)")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost"):
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         initial_ca_age_days=args.initial_ca_age_days,
         answer_style=args.answer_style,
         safety_checks=args.safety_checks,
+        persist=not args.in_memory,
     )
     ca_path, cert_path, key_path = ensure_transport_pki(state_dir)
 

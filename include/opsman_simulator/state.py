@@ -187,6 +187,9 @@ class Config:
     initial_ca_age_days: float = 1200
     answer_style: str = "legacy"  # "legacy" | "2.10"
     safety_checks: bool = False
+    #: False: state and journal live in memory only (no state.json, no journal.jsonl, no fsync).
+    #: For tests that run thousands of short histories in-process; a restart then starts fresh.
+    persist: bool = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +262,7 @@ class Store:
         self.config = config
         self.path = Path(config.state_dir) / "state.json"
         self.max_concurrent_requests = 0
-        if self.path.exists():
+        if config.persist and self.path.exists():
             self.data = json.loads(self.path.read_text())
             if self.data.get("version") != STATE_VERSION:
                 raise RuntimeError(f"unsupported state version in {self.path}")
@@ -272,6 +275,8 @@ class Store:
     # ----------------------------------------------------------------------------------------
 
     def save(self) -> None:
+        if not self.config.persist:
+            return
         atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode())
 
     def reset(self, now: float | None = None) -> None:
