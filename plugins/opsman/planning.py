@@ -77,16 +77,26 @@ class RotationPlan:
         return "\n".join(lines)
 
 
+#: A CA's creation time is known to the second only (its certificate's notBefore, truncated): a CA
+#: "made at 12:00:00" appeared somewhere in [12:00:00, 12:00:01). An installation that started within
+#: that second may have started before it and lack it: only one that started a full second later
+#: provably carries the CA (found by tests/properties: an Apply Changes clicked 6 ms before a generate).
+CREATION_RESOLUTION = dt.timedelta(seconds=1)
+
+
 def _succeeded_after(installations: Sequence[Installation], moment: dt.datetime) -> list[Installation]:
+    """Installations that succeeded and provably started after a CA made at ``moment`` (to the second)."""
     return [
         i for i in installations
-        if i.status is InstallationStatus.SUCCEEDED and i.started_at is not None and i.started_at > moment
+        if i.status is InstallationStatus.SUCCEEDED and i.started_at is not None
+        and i.started_at >= moment + CREATION_RESOLUTION
     ]
 
 
 def _watermark_before(installations: Sequence[Installation], moment: dt.datetime) -> int:
-    """The newest installation that started before ``moment``: later ones may carry a change made then."""
-    before = [i.id for i in installations if i.started_at is not None and i.started_at <= moment]
+    """The newest installation that may have started before a CA made at ``moment`` (to the second):
+    only later ones carry a change made then."""
+    before = [i.id for i in installations if i.started_at is not None and i.started_at < moment + CREATION_RESOLUTION]
     return max(before, default=0)
 
 

@@ -141,3 +141,15 @@ def test_the_plan_survives_json():
 def test_the_recent_rotation_boundary_is_exact(age, stage):
     only = ca("new0000000000000000b", True, NOW - age)
     assert plan([only]).stage == stage
+
+
+@pytest.mark.parametrize(("started_after_the_second", "carries_the_ca"), [(0.006, False), (0.999, False), (1.0, True)])
+def test_an_apply_changes_within_the_second_the_ca_was_made_may_lack_it(started_after_the_second, carries_the_ca):
+    """The CA's time is its notBefore, truncated to the second: an installation that started within that
+    second may have started before the CA existed (found by tests/properties: clicked 6 ms before a generate)."""
+    made = NOW - dt.timedelta(hours=1)
+    new = ca("4e40000000000000000b", False, made)
+    started = made + dt.timedelta(seconds=started_after_the_second)
+    p = plan([OLD, new], [install(2, "succeeded", started), *HISTORY])
+    assert p.is_done(APPLY_NEW_CA) is carries_the_ca
+    assert p.watermarks[GENERATE] == (1 if carries_the_ca else 2)
