@@ -1,0 +1,32 @@
+"""Histories the state machine found that once broke a safety rule, replayed step by step (shrunk)."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_rotation_histories import RotationHistories, histories_world  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.properties
+
+
+def replay(*steps):
+    machine = RotationHistories()
+    for name, kwargs in steps:
+        getattr(machine, name)(**kwargs)
+    try:
+        machine.teardown()
+    except BaseException:
+        for r in machine.run.results:
+            print(r.task_id, r.state, r.message[:200], r.value if r.task_id.endswith(("plan_rotation", "apply_changes")) else "")
+        print([(i[0], i[1], i[2]) for i in __import__("invariants").view(machine.srv.sim.store)["installations"]])
+        print({g: c["created_at"] for g, c in __import__("invariants").view(machine.srv.sim.store)["cas"].items()})
+        raise
+    return machine
+
+
+def test_generate_during_a_persons_apply_changes_then_activate(histories_world):
+    replay(
+        ("start", dict(style="legacy", mode="api", initial_apply=False)),
+        ("person", dict(action="apply_changes", pick=0)),
+        ("person", dict(action="generate_ca", pick=0)),
+    )

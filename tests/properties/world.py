@@ -1,0 +1,97 @@
+"""Everything a history runs in: the in-process simulators, the hook wired to them, virtual time.
+
+Set up once per test session (:func:`make_world`); each history then starts from the initial state
+(:meth:`World.begin`). Patches, all undone by the caller's ``MonkeyPatch`` context:
+
+- ``OpsManagerHook._configure_session_from_mount_adapters`` (HttpHook's place for transport adapters)
+  mounts :class:`inprocess.AsgiAdapter` on the hook's session, with ``trust_env`` off (no proxies,
+  no ``REQUESTS_CA_BUNDLE``: there is no socket or TLS to configure).
+- ``time.sleep`` as seen by ``opsman.operators`` (waiting out someone else's installation) and by
+  tenacity (the hook's backoff) moves the simulator's clock instead: virtual time, so a history
+  never waits in real time and installations progress exactly as far as the waits say.
+- ``opsman.hooks.mask_secret``: a no-op. Every try fetches a token and Airflow's masker recompiles
+  one regex of all secrets per token (milliseconds each); masking is tested in tests/dags/test_secrets.py.
+- ``opsman_simulator.pki.new_rsa_key`` hands out keys from a pool made once: RSA-2048 generation
+  (~50 ms) would dominate a history. No two CAs that exist together share a key (checked), so key
+  identifiers still tell every CA apart.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import types
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from inprocess import BASE_URL, InProcessOpsManager
+
+USER, PASSWORD = "admin", "pw-histories"
+#: Ops Manager answer styles the simulator offers (legacy 2.9 and 2.10 CA answers).
+PROFILES = ("legacy", "2.10")
+#: Simulated length of an Apply Changes: only clock moves finish one, never real time.
+APPLY_SECONDS = 900.0
+KEY_POOL_SIZE = 12
+
+
+class KeyPool:
+    def __init__(self, size: int) -> None:
+        self.keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(size)]
+        self.next = 0
+
+    def __call__(self):
+        key = self.keys[self.next % len(self.keys)]
+        self.next += 1
+        return key
+
+
+class World:
+    def __init__(self, root: Path) -> None:
+        self.servers = {
+            style: InProcessOpsManager(root / style, apply_seconds=APPLY_SECONDS, username=USER, password=PASSWORD,
+                                       answer_style=style)
+            for style in PROFILES
+        }
+        self.srv = self.servers[PROFILES[0]]
+
+    def begin(self, style: str) -> InProcessOpsManager:
+        self.srv = self.servers[style]
+        self.srv.restore_initial()
+        return self.srv
+
+    def adapter_for_session(self, hook, session):
+        session.mount("https://", self.srv.adapter)
+        session.trust_env = False
+        return session
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.srv.clock(advance_seconds=float(seconds))
+
+
+def connection_json() -> str:
+    return json.dumps({
+        "conn_type": "opsman", "host": BASE_URL, "login": USER, "password": PASSWORD,
+        # Zero backoff: retries still happen, as often as configured, without waiting.
+        "extra": {"read_retries": 3, "retry_backoff_seconds": 0, "request_timeout": 30},
+    })
+
+
+def make_world(monkeypatch) -> World:
+    import opsman.hooks
+    import opsman.operators
+    import opsman_simulator.pki
+    import tenacity.nap
+
+    monkeypatch.setattr(opsman_simulator.pki, "new_rsa_key", KeyPool(3 * len(PROFILES)))
+    world = World(Path(tempfile.mkdtemp(prefix="opsman-histories-")))
+    # CAs made during histories draw from other keys than the initial CAs and leaves.
+    monkeypatch.setattr(opsman_simulator.pki, "new_rsa_key", KeyPool(KEY_POOL_SIZE))
+    monkeypatch.setattr(opsman.hooks.OpsManagerHook, "_configure_session_from_mount_adapters",
+                        lambda hook, session: world.adapter_for_session(hook, session))
+    monkeypatch.setattr(opsman.operators, "time", types.SimpleNamespace(sleep=world.sleep))
+    monkeypatch.setattr(tenacity.nap, "time", types.SimpleNamespace(sleep=world.sleep))
+    monkeypatch.setattr(opsman.hooks, "mask_secret", lambda *a, **k: None)
+    monkeypatch.setenv("AIRFLOW_CONN_OPSMAN_DEFAULT", connection_json())
+    return world
