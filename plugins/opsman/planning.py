@@ -175,6 +175,12 @@ def plan_rotation(
     if target_fingerprint is not None:
         other_is_new = other.fingerprint == target_fingerprint
     else:
+        if other.created_at == current.created_at:
+            # Both made within one second (the times are truncated): which one is new is a guess.
+            raise RotationStateError(
+                f"cannot tell which CA is the new one: both were made at {isoformat(current.created_at)}: {_table(cas)}. "
+                "Delete the CA that should not stay (never the active one) in Ops Manager and trigger again."
+            )
         other_is_new = other.created_at > current.created_at
     if other_is_new:
         new, old = other, current

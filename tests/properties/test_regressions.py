@@ -30,3 +30,15 @@ def test_generate_during_a_persons_apply_changes_then_activate(histories_world):
         ("person", dict(action="apply_changes", pick=0)),
         ("person", dict(action="generate_ca", pick=0)),
     )
+
+
+def test_two_cas_generated_within_one_second_then_one_activated_and_the_old_deleted(histories_world):
+    """Before the planner refused equal creation times, the clean run took the inactive twin for the old CA."""
+    for pick in range(2):
+        replay(
+            ("start", dict(style="legacy", mode="api", initial_apply=True)),
+            ("person", dict(action="generate_ca", pick=0)),
+            ("person", dict(action="generate_ca", pick=0)),
+            ("person", dict(action="activate_ca", pick=pick)),
+            ("person", dict(action="delete_ca", pick=0)),
+        )

@@ -153,3 +153,11 @@ def test_an_apply_changes_within_the_second_the_ca_was_made_may_lack_it(started_
     p = plan([OLD, new], [install(2, "succeeded", started), *HISTORY])
     assert p.is_done(APPLY_NEW_CA) is carries_the_ca
     assert p.watermarks[GENERATE] == (1 if carries_the_ca else 2)
+
+
+def test_two_cas_made_within_one_second_are_ambiguous():
+    """Found by tests/properties: two CAs generated 6 ms apart have the same (truncated) time; the planner
+    took the inactive one for the old CA and the run would have deleted it."""
+    made = NOW - dt.timedelta(hours=1)
+    with pytest.raises(RotationStateError, match="cannot tell which CA is the new one"):
+        plan([ca("a0000000000000000001", True, made), ca("b0000000000000000002", False, made)])
