@@ -12,7 +12,7 @@ Ops Manager records nothing like "regenerate was called" or "this Apply Changes 
 |---|---|---|
 | one, active, made before the recent-rotation window | ``not_started`` | all (initial Apply Changes by Param) |
 | old active + one newer inactive | ``generated`` | Apply Changes (unless one succeeded after the new CA was made), activate, regenerate, Apply Changes, delete, Apply Changes |
-| newer active + one older inactive | ``activated`` | regenerate, Apply Changes, delete, Apply Changes |
+| newer active + one older inactive | ``activated`` | Apply Changes (unless one succeeded after the new CA was made), regenerate, Apply Changes, delete, Apply Changes |
 | one, active, made within the recent-rotation window | ``old_ca_deleted`` | the last Apply Changes, unless three succeeded after the CA was made |
 | anything else | ambiguous | nothing: the run stops and lists what it found |
 
@@ -194,8 +194,18 @@ def plan_rotation(
         return RotationPlan(GENERATED, old.guid, new.guid, done, watermarks, old.subject_key_identifier)
 
     new, old = current, other
-    for step in (INITIAL_APPLY, GENERATE, VERIFY, APPLY_NEW_CA):
+    for step in (INITIAL_APPLY, GENERATE, VERIFY):
         done[step] = f"the new CA {new.guid} is already active"
+    # Someone may have activated the new CA before any Apply Changes deployed it to the trust stores:
+    # regenerating then would issue certificates the VMs do not trust yet. Without a successful
+    # installation that started after the CA was made, that Apply Changes runs first (found by tests/properties).
+    added = _added_at(new, target_fingerprint is not None)
+    applies = _succeeded_since(installations, added)
+    watermarks: dict[str, int] = {}
+    if applies:
+        done[APPLY_NEW_CA] = f"installation {applies[0].id} started after CA {new.guid} was made and succeeded"
+    else:
+        watermarks[GENERATE] = _watermark_before(installations, added) if added else newest_id
     done[ACTIVATE] = f"CA {new.guid} is active and the old CA {old.guid} inactive"
     # Nothing shows whether regenerate ran: regenerating again is safe, skipping it is not.
-    return RotationPlan(ACTIVATED, old.guid, new.guid, done, {}, old.subject_key_identifier)
+    return RotationPlan(ACTIVATED, old.guid, new.guid, done, watermarks, old.subject_key_identifier)

@@ -42,3 +42,27 @@ def test_two_cas_generated_within_one_second_then_one_activated_and_the_old_dele
             ("person", dict(action="activate_ca", pick=pick)),
             ("person", dict(action="delete_ca", pick=0)),
         )
+
+
+def test_generate_cleared_after_the_rotation_ended_makes_no_second_ca(histories_world):
+    """Shrunk from a random history: the run's plan said not started; the rotation ended meanwhile
+    (here by hand); clearing generate made a second CA. Now generate refuses a stale plan."""
+    machine = replay(
+        ("start", dict(style="legacy", mode="api", initial_apply=True)),
+        ("progress", dict(tries=8)),                      # through generate (and the new CA's Apply Changes)
+        ("person", dict(action="activate_ca", pick=0)),   # the person activates the new CA...
+        ("person", dict(action="delete_ca", pick=0)),     # ...and deletes the old one
+        ("clear_task", dict(index=6)),                    # someone clears create_new_ca.generate_ca
+        ("progress", dict(tries=3)),
+    )
+    assert len(machine.checker.ours_generated) == 1
+
+
+def test_a_ca_activated_by_hand_before_its_apply_changes_is_deployed_before_regenerate(histories_world):
+    replay(
+        ("start", dict(style="2.10", mode="api", initial_apply=False)),
+        ("progress", dict(tries=7)),                      # through generate_ca
+        ("person", dict(action="activate_ca", pick=0)),   # activated before any Apply Changes deployed it
+        ("new_run", dict(dry_run=False)),
+        ("progress", dict(tries=8)),
+    )

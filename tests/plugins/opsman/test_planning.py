@@ -87,9 +87,19 @@ def test_a_failed_apply_after_generation_does_not_count():
 def test_a_newer_active_ca_means_activated_and_regenerate_is_repeated():
     new = ca("new0000000000000000b", True, NOW - dt.timedelta(hours=1))
     old = ca(OLD.guid, False, OLD.created_at)
-    p = plan([old, new])
+    p = plan([old, new], [install(2, "succeeded", NOW - dt.timedelta(minutes=50)), *HISTORY])
     assert (p.stage, p.old_ca_guid, p.new_ca_guid) == (ACTIVATED, old.guid, new.guid)
     assert todo(p)[0] == REGENERATE
+
+
+def test_a_ca_activated_before_any_apply_changes_deployed_it_gets_one_first():
+    """Found by tests/properties: a person activated the new CA right after generating it; the run
+    regenerated at once, issuing certificates under a CA no trust store had yet."""
+    new = ca("new0000000000000000b", True, NOW - dt.timedelta(hours=1))
+    old = ca(OLD.guid, False, OLD.created_at)
+    p = plan([old, new], [install(2, "failed", NOW - dt.timedelta(minutes=50)), *HISTORY])
+    assert p.stage == ACTIVATED and todo(p)[:2] == [APPLY_NEW_CA, REGENERATE]
+    assert p.watermarks[GENERATE] == 1
 
 
 @pytest.mark.parametrize(("succeeded", "finished"), [(0, False), (2, False), (3, True)])
