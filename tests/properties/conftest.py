@@ -13,7 +13,7 @@ for extra in (HERE, HERE.parents[1] / "dags"):
 
 def pytest_terminal_summary(terminalreporter):
     """The figures of the histories that ran (for the README's reliability section)."""
-    from test_rotation_histories import STATS
+    from history_stats import STATS
 
     if not STATS["histories"]:
         return

@@ -117,7 +117,8 @@ class Checker:
         if e["method"] == "POST" and path == REGENERATE and status in OK:
             (current,) = active
             newest = max(cas, key=lambda g: cas[g]["created_at"])
-            if current != newest:
+            # The new CA is the newest one, or the one this rotation made (a person may add another later).
+            if current != newest and current not in self.ours_generated:
                 raise Violation(f"{where} regenerated while the active CA {current} is not the newest CA {newest}")
             if not all(current in t for t in pre["trusted"]):
                 raise Violation(f"{where} regenerated under CA {current} before every product's trust store had it")
@@ -129,8 +130,9 @@ class Checker:
                 raise Violation(f"{where} asked Ops Manager to delete the active CA {guid}")
             if status not in OK:
                 return
-            if guid in self.ours_generated:
-                raise Violation(f"{where} deleted CA {guid}, the CA this rotation generated")
+            newest = max(cas, key=lambda g: cas[g]["created_at"]) if cas else None
+            if guid == newest:
+                raise Violation(f"{where} deleted CA {guid}, the newest CA (the new CA of a rotation)")
             if cas.get(guid, {}).get("active"):
                 raise Violation(f"{where} deleted the active CA {guid}")
             signed = sorted(name for name, issuer in pre["leaves"].items() if issuer == guid)

@@ -17,6 +17,7 @@ The seed is printed; the same seed and count replay the same histories.
 
 from __future__ import annotations
 
+import cProfile
 import logging
 import os
 import random
@@ -28,6 +29,7 @@ from hypothesis import HealthCheck, Phase, settings, seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
+from history_stats import STATS
 from invariants import Checker, Violation, existing, view
 from runs import Run, rotation_tasks
 from world import PROFILES, make_world
@@ -53,8 +55,6 @@ FAULTS = {
     "UAA down once": ({"status_burst": {"status": 503, "path_prefix": "/uaa/"}}, "disconnect"),
 }
 PERSON = ("apply_changes", "generate_ca", "activate_ca", "delete_ca", "stage_change", "revert_changes", "fail_next_install")
-STATS = {"histories": 0, "steps": 0, "tries": 0, "planner_states": set(), "converged": 0, "refused": 0,
-         "longest_converged": (0, 0), "seconds": 0.0, "seed": None, "refusals": {}}
 
 
 class RotationHistories(RuleBasedStateMachine):
@@ -252,6 +252,10 @@ def test_random_histories_keep_the_safety_rules(histories_world):
     print(f"\nrotation histories: seed {chosen}, {HISTORIES} histories of up to {STEPS} steps "
           f"(replay: OPSMAN_HISTORIES_SEED={chosen} OPSMAN_HISTORIES={HISTORIES})")
     started = time.perf_counter()
+    profile = os.environ.get("OPSMAN_HISTORIES_PROFILE")  # a file for cProfile's stats (speed work)
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
     try:
         run_state_machine_as_test(
             hypothesis_seed(chosen)(lambda: RotationHistories()),
@@ -264,3 +268,6 @@ def test_random_histories_keep_the_safety_rules(histories_world):
         )
     finally:
         STATS["seconds"] = time.perf_counter() - started
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile)

@@ -11,6 +11,11 @@ Set up once per test session (:func:`make_world`); each history then starts from
   never waits in real time and installations progress exactly as far as the waits say.
 - ``opsman.hooks.mask_secret``: a no-op. Every try fetches a token and Airflow's masker recompiles
   one regex of all secrets per token (milliseconds each); masking is tested in tests/dags/test_secrets.py.
+- ``OpsManagerHook.get_connection``: looked up once (Airflow parses the environment variable's JSON
+  on every call); the hook still validates it into its settings on every try.
+- ``OpsManagerHook._fetch_token``: a new hook (every try) starts with the last token UAA issued, as
+  long as it is fresh; when Ops Manager rejects it (revoked, expired) the hook's own 401 handling
+  fetches a new one from UAA as usual. A token per try would be a third of all calls.
 - ``opsman_simulator.pki.new_rsa_key`` hands out keys from a pool made once: RSA-2048 generation
   (~50 ms) would dominate a history. No two CAs that exist together share a key (checked), so key
   identifiers still tell every CA apart.
@@ -18,6 +23,7 @@ Set up once per test session (:func:`make_world`); each history then starts from
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import types
@@ -31,7 +37,7 @@ USER, PASSWORD = "admin", "pw-histories"
 #: Ops Manager answer styles the simulator offers (legacy 2.9 and 2.10 CA answers).
 PROFILES = ("legacy", "2.10")
 #: Simulated length of an Apply Changes: only clock moves finish one, never real time.
-APPLY_SECONDS = 900.0
+APPLY_SECONDS = 30.0
 KEY_POOL_SIZE = 12
 
 
@@ -54,6 +60,7 @@ class World:
             for style in PROFILES
         }
         self.srv = self.servers[PROFILES[0]]
+        self.tokens: dict[int, object] = {}
 
     def begin(self, style: str) -> InProcessOpsManager:
         self.srv = self.servers[style]
@@ -93,5 +100,19 @@ def make_world(monkeypatch) -> World:
     monkeypatch.setattr(opsman.operators, "time", types.SimpleNamespace(sleep=world.sleep))
     monkeypatch.setattr(tenacity.nap, "time", types.SimpleNamespace(sleep=world.sleep))
     monkeypatch.setattr(opsman.hooks, "mask_secret", lambda *a, **k: None)
+    hook_class = opsman.hooks.OpsManagerHook
+    lookup = functools.lru_cache(maxsize=8)(hook_class.get_connection.__func__)
+    monkeypatch.setattr(hook_class, "get_connection", classmethod(lambda cls, conn_id: lookup(cls, conn_id)))
+    fetch = hook_class._fetch_token
+
+    def fetch_or_reuse(hook):
+        cached = world.tokens.get(id(world.srv))
+        if cached is not None and cached.is_fresh() and not getattr(hook, "_reused_token", False):
+            hook._reused_token = True  # the next fetch on this hook follows a 401: really fetch
+            return cached
+        token = world.tokens[id(world.srv)] = fetch(hook)
+        return token
+
+    monkeypatch.setattr(hook_class, "_fetch_token", fetch_or_reuse)
     monkeypatch.setenv("AIRFLOW_CONN_OPSMAN_DEFAULT", connection_json())
     return world
