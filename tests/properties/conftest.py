@@ -11,20 +11,30 @@ for extra in (HERE, HERE.parents[1] / "dags"):
         sys.path.insert(0, str(extra))
 
 
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):
+        from history_stats import clear_saved
+
+        clear_saved()
+
+
 def pytest_terminal_summary(terminalreporter):
     """The figures of the histories that ran (for the README's reliability section)."""
-    from history_stats import STATS
+    if hasattr(terminalreporter.config, "workerinput"):
+        return
+    from history_stats import combined
 
-    if not STATS["histories"]:
+    stats = combined()
+    if not stats or not stats["histories"]:
         return
     lines = [
-        f"rotation histories: {STATS['histories']} in {STATS['seconds']:.1f} s (seed {STATS['seed']}), "
-        f"{STATS['steps']} steps, {STATS['tries']} task tries",
-        f"  distinct planner states seen: {len(STATS['planner_states'])}",
-        f"  end of history: clean run completed the rotation {STATS['converged']} times, refused before any write "
-        f"{STATS['refused']} times",
-        f"  longest history that converged: {STATS['longest_converged'][0]} steps "
-        f"({STATS['longest_converged'][1]} calls by the person)",
+        f"rotation histories: {stats['histories']} in {stats['seconds']:.1f} s on {stats['workers']} worker(s) "
+        f"(seed {stats['seed']}), {stats['steps']} steps, {stats['tries']} task tries",
+        f"  distinct planner states seen: {len(stats['planner_states'])}",
+        f"  end of history: a clean run completed the rotation {stats['converged']} times, stopped before any write "
+        f"{stats['refused']} times",
+        f"  longest history that converged: {stats['longest_converged'][0]} steps "
+        f"({stats['longest_converged'][1]} calls by the person)",
     ]
-    lines += [f"  refusal {k}: {v}" for k, v in sorted(STATS["refusals"].items())]
+    lines += [f"  stopped at {k}: {v}" for k, v in sorted(stats["refusals"].items())]
     terminalreporter.write_line("\n".join(lines))

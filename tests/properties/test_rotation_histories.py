@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, Phase, settings, seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
-from history_stats import STATS
+from history_stats import STATS, save_stats
 from invariants import Checker, Violation, existing, view
 from runs import Run, rotation_tasks
 from world import PROFILES, make_world
@@ -37,6 +37,9 @@ from world import PROFILES, make_world
 pytestmark = pytest.mark.properties
 
 HISTORIES = int(os.environ.get("OPSMAN_HISTORIES", "2000"))
+SHARDS = int(os.environ.get("OPSMAN_HISTORIES_SHARDS", "2"))
+#: CI explores the same histories every time; OPSMAN_HISTORIES_SEED=random (or a number) for others.
+DEFAULT_SEED = 16
 STEPS = int(os.environ.get("OPSMAN_HISTORY_STEPS", "30"))
 WRITE_METHODS = ["POST", "PUT", "DELETE"]
 #: Faults on the wire during one task try: (simulator fault body, what a dropped request becomes).
@@ -246,11 +249,17 @@ def histories_world():
     structlog.reset_defaults()
 
 
-def test_random_histories_keep_the_safety_rules(histories_world):
-    chosen = int(os.environ.get("OPSMAN_HISTORIES_SEED") or random.randrange(2**32))
-    STATS["seed"] = chosen
-    print(f"\nrotation histories: seed {chosen}, {HISTORIES} histories of up to {STEPS} steps "
-          f"(replay: OPSMAN_HISTORIES_SEED={chosen} OPSMAN_HISTORIES={HISTORIES})")
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_random_histories_keep_the_safety_rules(histories_world, shard):
+    """``HISTORIES`` histories in ``SHARDS`` shards (pytest-xdist runs them on every core), seed + shard each."""
+    base = os.environ.get("OPSMAN_HISTORIES_SEED", str(DEFAULT_SEED))
+    base = random.randrange(2**32) if base == "random" else int(base)
+    chosen = base + shard
+    count = -(-HISTORIES // SHARDS)
+    replay = (f"OPSMAN_HISTORIES_SEED={base} OPSMAN_HISTORIES={HISTORIES} OPSMAN_HISTORIES_SHARDS={SHARDS} "
+              f"./dev test -m properties -k 'shard{shard}'")
+    STATS["seed"] = base
+    print(f"\nrotation histories: shard {shard}, seed {chosen}, {count} histories of up to {STEPS} steps (replay: {replay})")
     started = time.perf_counter()
     profile = os.environ.get("OPSMAN_HISTORIES_PROFILE")  # a file for cProfile's stats (speed work)
     profiler = cProfile.Profile() if profile else None
@@ -260,14 +269,18 @@ def test_random_histories_keep_the_safety_rules(histories_world):
         run_state_machine_as_test(
             hypothesis_seed(chosen)(lambda: RotationHistories()),
             settings=settings(
-                max_examples=HISTORIES, stateful_step_count=STEPS, deadline=None, database=None,
+                max_examples=count, stateful_step_count=STEPS, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck),
                 phases=[Phase.generate] if os.environ.get("OPSMAN_HISTORIES_NO_SHRINK") else [Phase.generate, Phase.shrink],
                 print_blob=True,
             ),
         )
+    except BaseException as err:
+        err.add_note(f"rotation histories seed {base}, shard {shard}; replay: {replay}")
+        raise
     finally:
-        STATS["seconds"] = time.perf_counter() - started
+        STATS["seconds"] += time.perf_counter() - started
+        save_stats()
         if profiler:
             profiler.disable()
             profiler.dump_stats(profile)
