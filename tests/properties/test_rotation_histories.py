@@ -40,7 +40,7 @@ HISTORIES = int(os.environ.get("OPSMAN_HISTORIES", "2000"))
 SHARDS = int(os.environ.get("OPSMAN_HISTORIES_SHARDS", "2"))
 #: CI explores the same histories every time; OPSMAN_HISTORIES_SEED=random (or a number) for others.
 DEFAULT_SEED = 16
-STEPS = int(os.environ.get("OPSMAN_HISTORY_STEPS", "30"))
+STEPS = int(os.environ.get("OPSMAN_HISTORY_STEPS", "20"))
 WRITE_METHODS = ["POST", "PUT", "DELETE"]
 #: Faults on the wire during one task try: (simulator fault body, what a dropped request becomes).
 FAULTS = {
