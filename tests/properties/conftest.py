@@ -33,8 +33,8 @@ def pytest_terminal_summary(terminalreporter):
         f"  distinct planner states seen: {len(stats['planner_states'])}",
         f"  end of history: a clean run completed the rotation {stats['converged']} times, stopped before any write "
         f"{stats['refused']} times",
-        f"  longest history that converged: {stats['longest_converged'][0]} steps "
-        f"({stats['longest_converged'][1]} calls by the person)",
+        f"  longest history that converged: {stats['longest_converged'][0]} task tries in "
+        f"{stats['longest_converged'][1]} steps, {stats['longest_converged'][2]} calls by the person",
     ]
     lines += [f"  stopped at {k}: {v}" for k, v in sorted(stats["refusals"].items())]
     terminalreporter.write_line("\n".join(lines))

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 STATS = {"histories": 0, "steps": 0, "tries": 0, "planner_states": set(), "converged": 0, "refused": 0,
-         "longest_converged": (0, 0), "seconds": 0.0, "seed": None, "refusals": {}}
+         "longest_converged": (0, 0, 0), "seconds": 0.0, "seed": None, "refusals": {}}
 STATS_DIR = Path(__file__).resolve().parents[2] / ".run" / "properties"
 
 
@@ -32,7 +32,7 @@ def combined() -> dict | None:
     if not parts:
         return None
     total = {"histories": 0, "steps": 0, "tries": 0, "converged": 0, "refused": 0, "refusals": {}, "seconds": 0.0,
-             "planner_states": set(), "longest_converged": (0, 0), "seed": parts[0]["seed"], "workers": len(parts)}
+             "planner_states": set(), "longest_converged": (0, 0, 0), "seed": parts[0]["seed"], "workers": len(parts)}
     for part in parts:
         for key in ("histories", "steps", "tries", "converged", "refused"):
             total[key] += part[key]

@@ -67,3 +67,9 @@ def test_a_ca_activated_by_hand_before_its_apply_changes_is_deployed_before_rege
         ("new_run", dict(dry_run=False)),
         ("progress", dict(tries=8)),
     )
+
+
+def test_an_uploaded_ca_rotation_from_scratch_converges(histories_world):
+    """The uploaded-CA histories start from here: the clean run uploads, activates and verifies the corporate CA."""
+    machine = replay(("start", dict(style="2.10", mode="api", initial_apply=True, ca="uploaded")))
+    assert machine.run.states["verify.verify_rotation"] == "success"

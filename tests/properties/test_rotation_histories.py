@@ -32,7 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from history_stats import STATS, save_stats
 from invariants import Checker, Violation, existing, view
 from runs import Run, rotation_tasks
-from world import PROFILES, make_world
+from world import PROFILES, UPLOADED_CA_CONN, make_world
 
 pytestmark = pytest.mark.properties
 
@@ -68,12 +68,15 @@ class RotationHistories(RuleBasedStateMachine):
         super().__init__()
         self.ok = False
         self.steps = 0
+        self.tries = 0
 
     # -- set-up ------------------------------------------------------------------------------------
-    @initialize(style=st.sampled_from(PROFILES), mode=st.sampled_from(["api", "manual"]), initial_apply=st.booleans())
-    def start(self, style: str, mode: str, initial_apply: bool) -> None:
+    @initialize(style=st.sampled_from(PROFILES), mode=st.sampled_from(["api", "manual"]), initial_apply=st.booleans(),
+                ca=st.sampled_from(["generated", "generated", "uploaded"]))
+    def start(self, style: str, mode: str, initial_apply: bool, ca: str = "generated") -> None:
         self.srv = self.world.begin(style)
         self.mode, self.initial_apply = mode, initial_apply
+        self.custom_ca = UPLOADED_CA_CONN if ca == "uploaded" else None
         self.checker = Checker(self.srv)
         self.person_hook = None
         self.run = self.new_run_object(dry_run=False)
@@ -81,7 +84,8 @@ class RotationHistories(RuleBasedStateMachine):
 
     def new_run_object(self, dry_run: bool) -> Run:
         defaults = {k: v.value if hasattr(v, "value") else v for k, v in self.dag.params.items()}
-        params = dict(defaults, dry_run=dry_run, apply_changes_mode=self.mode, initial_apply_changes=self.initial_apply)
+        params = dict(defaults, dry_run=dry_run, apply_changes_mode=self.mode, initial_apply_changes=self.initial_apply,
+                      custom_ca_conn_id=self.custom_ca)
         return Run(self.dag, self.tasks, self.env, params)
 
     def step(self, action) -> None:
@@ -109,6 +113,7 @@ class RotationHistories(RuleBasedStateMachine):
                 self.srv.faults(drop_next=None, status_burst=None)
                 self.srv.drop_as = "disconnect"
         STATS["tries"] += 1
+        self.tries += 1
         entries = self.checker.new_entries()
         self.checker.after_try(pre, view(self.srv.sim.store), entries, self.run, result)
         if task_id == "preflight.plan_rotation" and result.state == "success":
@@ -204,6 +209,7 @@ class RotationHistories(RuleBasedStateMachine):
             return
         STATS["histories"] += 1
         STATS["steps"] += self.steps
+        history_tries, person_calls = self.tries, len(self.checker.person_seqs)
         self.srv.faults(fail_next_installs=0, drop_next=None, status_burst=None)
         self.run = self.new_run_object(dry_run=False)
         self.checker.new_entries()
@@ -221,7 +227,7 @@ class RotationHistories(RuleBasedStateMachine):
             (only,) = existing(state)
             assert set(state["leaves"].values()) == {only} and all(t == {only} for t in state["trusted"])
             STATS["converged"] += 1
-            STATS["longest_converged"] = max(STATS["longest_converged"], (self.steps, len(self.checker.person_seqs)))
+            STATS["longest_converged"] = max(STATS["longest_converged"], (history_tries, self.steps, person_calls))
             return
         assert last is not None and last.state == "failed", f"the clean run stalled: {self.run.states}"
         wrote = self.checker.our_writes_total - writes_before

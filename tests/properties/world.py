@@ -9,13 +9,15 @@ Set up once per test session (:func:`make_world`); each history then starts from
 - ``time.sleep`` as seen by ``opsman.operators`` (waiting out someone else's installation) and by
   tenacity (the hook's backoff) moves the simulator's clock instead: virtual time, so a history
   never waits in real time and installations progress exactly as far as the waits say.
-- ``opsman.hooks.mask_secret``: a no-op. Every try fetches a token and Airflow's masker recompiles
+- ``opsman.hooks.mask_secret`` and ``opsman.custom_ca.mask_secret``: no-ops. Every try fetches a token and Airflow's masker recompiles
   one regex of all secrets per token (milliseconds each); masking is tested in tests/dags/test_secrets.py.
 - ``OpsManagerHook.get_connection``: looked up once (Airflow parses the environment variable's JSON
   on every call); the hook still validates it into its settings on every try.
 - ``OpsManagerHook._fetch_token``: a new hook (every try) starts with the last token UAA issued, as
   long as it is fresh; when Ops Manager rejects it (revoked, expired) the hook's own 401 handling
   fetches a new one from UAA as usual. A token per try would be a third of all calls.
+- ``load_custom_ca`` as the operators see it: the uploaded CA is validated once per window, not on
+  every try (loading an RSA key checks it: ~60 ms); tests/plugins/opsman/test_custom_ca.py covers it.
 - ``opsman_simulator.pki.new_rsa_key`` hands out keys from a pool made once: RSA-2048 generation
   (~50 ms) would dominate a history. No two CAs that exist together share a key (checked), so key
   identifiers still tell every CA apart.
@@ -23,6 +25,7 @@ Set up once per test session (:func:`make_world`); each history then starts from
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import tempfile
@@ -39,6 +42,8 @@ PROFILES = ("legacy", "2.10")
 #: Simulated length of an Apply Changes: only clock moves finish one, never real time.
 APPLY_SECONDS = 30.0
 KEY_POOL_SIZE = 12
+#: The connection holding the CA to upload, for histories that rotate to an uploaded CA.
+UPLOADED_CA_CONN = "history_corporate_ca"
 
 
 class KeyPool:
@@ -50,6 +55,24 @@ class KeyPool:
         key = self.keys[self.next % len(self.keys)]
         self.next += 1
         return key
+
+
+def corporate_ca() -> dict[str, str]:
+    """A CA "from the corporate PKI" for rotations to an uploaded CA: issued a month ago, valid 3 years."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+    from opsman_simulator import pki
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = dt.datetime.now(dt.timezone.utc)
+    subject = pki.x509.Name([pki.x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Corp"),
+                             pki.x509.NameAttribute(NameOID.COMMON_NAME, "Corp Ops Manager root")])
+    cert = pki.make_ca(key, subject, now - dt.timedelta(days=30), now + dt.timedelta(days=3 * 365))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return {"certificate_pem": pki.cert_to_pem(cert), "private_key_pem": key_pem}
 
 
 class World:
@@ -100,6 +123,16 @@ def make_world(monkeypatch) -> World:
     monkeypatch.setattr(opsman.operators, "time", types.SimpleNamespace(sleep=world.sleep))
     monkeypatch.setattr(tenacity.nap, "time", types.SimpleNamespace(sleep=world.sleep))
     monkeypatch.setattr(opsman.hooks, "mask_secret", lambda *a, **k: None)
+    import opsman.custom_ca
+
+    monkeypatch.setattr(opsman.custom_ca, "mask_secret", lambda *a, **k: None)
+    validated = functools.lru_cache(maxsize=8)(
+        lambda conn_id, window_days: opsman.custom_ca.load_custom_ca(
+            conn_id, now=dt.datetime.now(dt.timezone.utc), window_days=window_days))
+    monkeypatch.setattr(opsman.operators, "load_custom_ca",
+                        lambda conn_id, *, now, window_days: validated(conn_id, window_days))
+    monkeypatch.setenv("AIRFLOW_CONN_" + UPLOADED_CA_CONN.upper(),
+                       json.dumps({"conn_type": "generic", "extra": corporate_ca()}))
     hook_class = opsman.hooks.OpsManagerHook
     lookup = functools.lru_cache(maxsize=8)(hook_class.get_connection.__func__)
     monkeypatch.setattr(hook_class, "get_connection", classmethod(lambda cls, conn_id: lookup(cls, conn_id)))
