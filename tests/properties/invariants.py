@@ -63,6 +63,8 @@ class Checker:
     ours_generated: set[str] = field(default_factory=set)
     seen: int = 0
     our_writes_total: int = 0
+    #: Rotating to an uploaded CA: its subject key identifier. That CA is the new one, whatever its age.
+    uploaded_ski: str | None = None
 
     def new_entries(self) -> list[dict[str, Any]]:
         entries = self.srv.journal()[self.seen:]
@@ -100,7 +102,10 @@ class Checker:
             if len(cas) != 1:
                 raise Violation(f"{where} made a CA while {len(cas)} CAs existed: a second CA for one rotation")
             (only,) = cas.values()
-            if pre["now"] - only["created_at"] < RECENT_SECONDS:
+            if self.uploaded_ski is not None:
+                if only["ski"] == self.uploaded_ski:
+                    raise Violation(f"{where} uploaded the CA again although it is already the only CA")
+            elif pre["now"] - only["created_at"] < RECENT_SECONDS:
                 raise Violation(f"{where} made a CA although the only CA is young (the end of a rotation)")
             return
         m = ACTIVATE.match(path)
@@ -131,7 +136,9 @@ class Checker:
             if status not in OK:
                 return
             newest = max(cas, key=lambda g: cas[g]["created_at"]) if cas else None
-            if guid == newest:
+            if self.uploaded_ski is not None and cas.get(guid, {}).get("ski") == self.uploaded_ski:
+                raise Violation(f"{where} deleted CA {guid}, the uploaded CA the rotation moves to")
+            if self.uploaded_ski is None and guid == newest:
                 raise Violation(f"{where} deleted CA {guid}, the newest CA (the new CA of a rotation)")
             if cas.get(guid, {}).get("active"):
                 raise Violation(f"{where} deleted the active CA {guid}")

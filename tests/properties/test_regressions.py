@@ -73,3 +73,26 @@ def test_an_uploaded_ca_rotation_from_scratch_converges(histories_world):
     """The uploaded-CA histories start from here: the clean run uploads, activates and verifies the corporate CA."""
     machine = replay(("start", dict(style="2.10", mode="api", initial_apply=True, ca="uploaded")))
     assert machine.run.states["verify.verify_rotation"] == "success"
+
+
+def test_uploaded_ca_after_a_person_rotated_to_their_own_ca(histories_world):
+    """Shrunk from a random history (a rule too strict, not a bug): with an uploaded target the recent-rotation
+    window does not apply; a young CA that is not the uploaded one is rotated away from."""
+    replay(
+        ("start", dict(style="legacy", mode="api", initial_apply=False, ca="uploaded")),
+        ("person", dict(action="generate_ca", pick=0)),
+        ("person", dict(action="activate_ca", pick=0)),
+        ("person", dict(action="delete_ca", pick=0)),
+    )
+
+
+def test_a_ca_generated_by_hand_at_the_end_of_an_upload_rotation(histories_world):
+    """Shrunk from a random history: near the end of a rotation to an uploaded CA a person generated a CA;
+    the clean run takes it for the old CA and deletes it (inactive, nothing chains to it), keeping the uploaded one."""
+    replay(
+        ("start", dict(style="legacy", mode="api", initial_apply=False, ca="uploaded")),
+        ("progress", dict(tries=1)),
+        ("progress", dict(tries=8)),
+        ("progress", dict(tries=8)),
+        ("person", dict(action="generate_ca", pick=0)),
+    )

@@ -77,7 +77,7 @@ class RotationHistories(RuleBasedStateMachine):
         self.srv = self.world.begin(style)
         self.mode, self.initial_apply = mode, initial_apply
         self.custom_ca = UPLOADED_CA_CONN if ca == "uploaded" else None
-        self.checker = Checker(self.srv)
+        self.checker = Checker(self.srv, uploaded_ski=self.world.corporate_ski if self.custom_ca else None)
         self.person_hook = None
         self.run = self.new_run_object(dry_run=False)
         self.ok = True

@@ -85,6 +85,12 @@ class World:
         self.srv = self.servers[PROFILES[0]]
         self.tokens: dict[int, object] = {}
 
+    @property
+    def corporate_ski(self) -> str:
+        from opsman_simulator import pki
+
+        return pki.ski_of(pki.load_cert(self.corporate_ca["certificate_pem"]))
+
     def begin(self, style: str) -> InProcessOpsManager:
         self.srv = self.servers[style]
         self.srv.restore_initial()
@@ -131,8 +137,9 @@ def make_world(monkeypatch) -> World:
             conn_id, now=dt.datetime.now(dt.timezone.utc), window_days=window_days))
     monkeypatch.setattr(opsman.operators, "load_custom_ca",
                         lambda conn_id, *, now, window_days: validated(conn_id, window_days))
+    world.corporate_ca = corporate_ca()
     monkeypatch.setenv("AIRFLOW_CONN_" + UPLOADED_CA_CONN.upper(),
-                       json.dumps({"conn_type": "generic", "extra": corporate_ca()}))
+                       json.dumps({"conn_type": "generic", "extra": world.corporate_ca}))
     hook_class = opsman.hooks.OpsManagerHook
     lookup = functools.lru_cache(maxsize=8)(hook_class.get_connection.__func__)
     monkeypatch.setattr(hook_class, "get_connection", classmethod(lambda cls, conn_id: lookup(cls, conn_id)))
