@@ -34,8 +34,8 @@ def combined() -> dict | None:
     total = {"histories": 0, "steps": 0, "tries": 0, "converged": 0, "refused": 0, "refusals": {}, "seconds": 0.0,
              "planner_states": set(), "longest_converged": (0, 0, 0), "seed": parts[0]["seed"], "workers": len(parts)}
     for part in parts:
-        for key in ("histories", "steps", "tries", "converged", "refused"):
-            total[key] += part[key]
+        for key in ("histories", "steps", "tries", "converged", "refused", "old_ca_left_in_trust_store"):
+            total[key] = total.get(key, 0) + part.get(key, 0)
         total["seconds"] = max(total["seconds"], part["seconds"])
         total["planner_states"] |= {json.dumps(s) for s in part["planner_states"]}
         total["longest_converged"] = max(total["longest_converged"], tuple(part["longest_converged"]))

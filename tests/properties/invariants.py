@@ -91,10 +91,11 @@ class Checker:
         generated = [e for e in writes if e["method"] == "POST" and e["path"] in GENERATE_PATHS and e["status"] in OK]
         if len(generated) > 1:
             raise Violation(f"{where} generated {len(generated)} CAs in one try")
+        run_new_ca = run.xcoms.get(("create_new_ca.generate_ca", "return_value"))
         for e in writes:
-            self._judge(e, pre, where)
+            self._judge(e, pre, where, run_new_ca)
 
-    def _judge(self, e: dict[str, Any], pre: dict[str, Any], where: str) -> None:
+    def _judge(self, e: dict[str, Any], pre: dict[str, Any], where: str, run_new_ca: str | None = None) -> None:
         path, status = e["path"], e["status"]
         cas = existing(pre)
         active = [g for g, c in cas.items() if c["active"]]
@@ -122,8 +123,9 @@ class Checker:
         if e["method"] == "POST" and path == REGENERATE and status in OK:
             (current,) = active
             newest = max(cas, key=lambda g: cas[g]["created_at"])
-            # The new CA is the newest one, or the one this rotation made (a person may add another later).
-            if current != newest and current not in self.ours_generated:
+            # The new CA is the newest one, the one this rotation made, or the one the run adopted as new
+            # (a person may have made it, or made another one later).
+            if current != newest and current not in self.ours_generated and current != run_new_ca:
                 raise Violation(f"{where} regenerated while the active CA {current} is not the newest CA {newest}")
             if not all(current in t for t in pre["trusted"]):
                 raise Violation(f"{where} regenerated under CA {current} before every product's trust store had it")

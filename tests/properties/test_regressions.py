@@ -96,3 +96,17 @@ def test_a_ca_generated_by_hand_at_the_end_of_an_upload_rotation(histories_world
         ("progress", dict(tries=8)),
         ("person", dict(action="generate_ca", pick=0)),
     )
+
+
+def test_regenerate_under_a_ca_the_run_adopted_from_a_person(histories_world):
+    """Shrunk from a random history (a rule too strict): the run adopted a CA a person generated, and a person
+    generated another later; regenerating under the adopted (active, deployed) CA is right."""
+    replay(
+        ("start", dict(style="legacy", mode="api", initial_apply=False, ca="generated")),
+        ("person", dict(action="generate_ca", pick=0)),
+        ("progress", dict(tries=1)),
+        ("progress", dict(tries=8)),
+        ("progress", dict(tries=1)),
+        ("person", dict(action="generate_ca", pick=0)),
+        ("progress", dict(tries=3)),
+    )
