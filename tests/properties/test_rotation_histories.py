@@ -261,7 +261,10 @@ def histories_world():
     structlog.reset_defaults()
 
 
-@pytest.mark.parametrize("shard", range(SHARDS), ids=[f"shard{n}" for n in range(SHARDS)])
+@pytest.mark.parametrize("shard", [
+    # One xdist group per shard: --dist loadgroup then gives each shard its own worker (core).
+    pytest.param(n, id=f"shard{n}", marks=pytest.mark.xdist_group(f"histories-shard{n}")) for n in range(SHARDS)
+])
 def test_random_histories_keep_the_safety_rules(histories_world, shard):
     """``HISTORIES`` histories in ``SHARDS`` shards (pytest-xdist runs them on every core), seed + shard each."""
     base = os.environ.get("OPSMAN_HISTORIES_SEED", str(DEFAULT_SEED))
