@@ -9,7 +9,12 @@ Two simulated foundations run the same install (same duration, same log growth) 
 
 Counts come from each simulator's request journal (requests and response body bytes).
 
+Then, per simulator profile (``--profiles``), ours again on that profile with ``--reconnects``
+stream breaks spread over the first third of the install (3.0 replays the whole log on every
+reconnect; 2.9/2.10 have no stream, so the trigger polls): log bytes downloaded / final log size.
+
     .venv/bin/python bench/api_politeness.py [--seconds 120] [--log-bytes-per-second 40000] [--poll 30]
+        [--profiles 2.9,2.10,3.0] [--reconnects 2]
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # The installation's log lines would go to a task log; here they would only flood the terminal.
 os.environ.setdefault("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "opsman=WARNING")
-sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include")]
 
 import requests  # noqa: E402
+
 from opsman_simulator.process import SimulatorProcess  # noqa: E402
 
 PASSWORD = "bench-" + os.urandom(6).hex()
@@ -96,11 +101,31 @@ def measure(sim: SimulatorProcess, installation_id: int, seconds: float) -> dict
             "final": final, "ratio": log_bytes / final if final else float("nan")}
 
 
+def per_profile(tmp: str, profile: str, args: argparse.Namespace) -> dict[str, float]:
+    """Ours on one profile, the stream broken ``--reconnects`` times early in the install."""
+    sim = SimulatorProcess(Path(tmp) / f"profile-{profile}", apply_seconds=args.seconds, password=PASSWORD,
+                           extra_args=("--profile", profile))
+    sim.start()
+    try:
+        installation_id = start_install(sim, args.log_bytes_per_second)
+        # Lines a third of the way in, spread over the reconnects (the simulator writes ~3 lines per interval).
+        lines = max(1, int(args.seconds / max(args.seconds / 400, min(0.25, args.seconds / 12), 0.01)) // 3)
+        sim.faults(stream_cut=[lines * (i + 1) // max(args.reconnects, 1) for i in range(args.reconnects)])
+        started = time.monotonic()
+        ours(sim, installation_id, args.poll)
+        return measure(sim, installation_id, time.monotonic() - started) | {
+            "streams": len([e for e in sim.journal() if e["path"].endswith("/current_log")])}
+    finally:
+        sim.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120, help="duration of the simulated Apply Changes")
     parser.add_argument("--log-bytes-per-second", type=int, default=40000, help="log growth of the install")
     parser.add_argument("--poll", type=float, default=30, help="our status poll interval (the DAG's default)")
+    parser.add_argument("--profiles", default="2.9,2.10,3.0", help="simulator profiles to measure ours on ('' for none)")
+    parser.add_argument("--reconnects", type=int, default=2, help="stream breaks per install in the profile runs")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +149,7 @@ def main() -> int:
         finally:
             for sim in sims.values():
                 sim.stop()
+        profiles = {p: per_profile(tmp, p, args) for p in args.profiles.split(",") if p}
 
     print(f"One Apply Changes of {args.seconds:.0f} s, log growing {args.log_bytes_per_second} B/s "
           f"(final log {results['om']['final'] / 1e6:.1f} MB); waited {waited:.0f} s; machine: {os.cpu_count()} cores")
@@ -137,6 +163,15 @@ def main() -> int:
     print()
     print(f"om-style / ours: {results['om']['requests'] / max(results['ours']['requests'], 1):.1f}x requests, "
           f"{results['om']['log_bytes'] / max(results['ours']['log_bytes'], 1):.1f}x log bytes")
+    if profiles:
+        print()
+        print(f"Ours per simulator profile, the stream broken {args.reconnects} times in the first third:")
+        print()
+        print("| profile | log source | current_log requests | API requests | log bytes downloaded | ÷ final log size |")
+        print("|---|---|---|---|---|---|")
+        for name, r in profiles.items():
+            source = "replaying stream" if name == "3.0" else "polling (no stream: 404)"
+            print(f"| {name} | {source} | {r['streams']} | {r['requests']} | {r['log_bytes'] / 1e6:.2f} MB | {r['ratio']:.2f}x |")
     return 0
 
 

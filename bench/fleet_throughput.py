@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import shutil
@@ -38,11 +39,21 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "scripts"), str(REPO / "include")]
+from opsman_simulator.process import SimulatorProcess
 
-import airflow_stack as stack  # noqa: E402
-from opsman_simulator.process import SimulatorProcess  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script_module(name: str):
+    """A module of scripts/ (not a package: its files are run as scripts), loaded without touching sys.path."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+stack = _script_module("airflow_stack")
 
 COMPONENTS = ["api-server", "scheduler", "dag-processor", "triggerer"]
 STOP_ORDER = ["scheduler", "triggerer", "dag-processor", "api-server"]

@@ -27,7 +27,6 @@ os.environ.update({
     "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
 })
-sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include")]
 
 from opsman_simulator.process import SimulatorProcess  # noqa: E402
 

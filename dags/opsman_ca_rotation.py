@@ -8,15 +8,14 @@ regenerate the non-configurable certificates (+ Apply Changes) → delete the ol
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import DAG, Asset, Param, TaskGroup, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import DAG, Asset, Param, TaskGroup, XComArg, task
+from opsman.compat import DOUBLING_BACKOFF, AirflowSkipException
 from opsman.expiry import ExpiryReportOperator, RotationDueOperator
-from opsman.fleet import Fleet, Foundation, load_fleet
-from opsman.hooks import OpsManagerHook
+from opsman.fleet import DEFAULT_SETTINGS, FLEET_FORM, Fleet, Foundation, load_fleet
 from opsman.models import isoformat
 from opsman.operators import (
     AFTER_INSTALLATION_KEY,
@@ -36,8 +35,6 @@ from opsman.operators import (
 from opsman.planning import APPLY_DELETE, APPLY_LEAVES, APPLY_NEW_CA, INITIAL_APPLY
 from opsman.sensors import ApplyChangesSensor
 
-CONN = "{{ params.opsman_conn_id }}"
-POLL = "{{ params.poll_interval_seconds }}"
 PLAN = "{{ ti.xcom_pull(task_ids='preflight.plan_rotation') }}"
 APPLY_GROUPS = ("initial_apply_changes", "activate_new_ca", "regenerate_certificates", "delete_old_ca")
 
@@ -64,12 +61,20 @@ a second CA, deletes the active or the new CA, or starts an Apply Changes while 
 FLEET_DOC_MD = """
 #### Foundation `{f.name}` (connection `{f.conn_id}`, pool `{f.pool}`)
 
-From the fleet file. Scheduled runs (`{f.schedule}`) start with `rotation_due`: they rotate only when
+From the fleet file `{path}`. Scheduled runs (`{f.schedule}`) start with `rotation_due`: they rotate only when
 the active root CA, or a leaf certificate the rotation re-issues, expires within `{f.expires_within}` (or a
 rotation was left half done); otherwise every later task is skipped and the reason is in that task's log.
 Manual runs rotate regardless unless `only_if_due` is set. Every task runs in the one-slot pool
 `{f.pool}`, shared with the expiry report, so one conversation at a time reaches this Ops Manager.
 A successful rotation emits an event of Asset `opsman_root_ca__{f.name}`.
+
+The trigger form has only `dry_run`, `only_if_due`, `allow_pending_changes` and `recent_rotation_days`.
+Every other setting is the fleet file's; to change one, even for one run, change the fleet file.
+In force for this DAG:
+
+| setting | value |
+|---|---|
+{settings}
 """
 PARAM_SCHEMA_DRAFT = "http://json-schema.org/draft-07/schema#"
 #: Fleet DAGs are scheduled; with catchup off only the latest interval runs.
@@ -82,7 +87,9 @@ def root_ca_asset(foundation: Foundation) -> Asset:
 
 
 def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
-    """The trigger form; a foundation's DAG fixes the connection and takes its defaults from the fleet file."""
+    """The trigger form: all of it without a foundation; a foundation's DAG keeps only :data:`FLEET_FORM`
+    (its other settings are the fleet file's, see :func:`settings`)."""
+    d = DEFAULT_SETTINGS
     params = {
         "opsman_conn_id": Param(
             "opsman_default", type="string", minLength=1, title="Ops Manager connection",
@@ -93,27 +100,27 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
             description="Only read Ops Manager's state and log what each step would do; change nothing.",
         ),
         "poll_interval_seconds": Param(
-            30, type="integer", minimum=1, maximum=3600, title="Poll interval (seconds)", section="Foundation",
+            d["poll_interval_seconds"], type="integer", minimum=1, maximum=3600, title="Poll interval (seconds)", section="Foundation",
             description="How often to ask Ops Manager whether an Apply Changes has finished.",
         ),
         "expires_within": Param(
-            "3m", type="string", pattern="^[1-9][0-9]*[dwmy]$", title="Expiry window", section="Foundation",
+            d["expires_within"], type="string", pattern="^[1-9][0-9]*[dwmy]$", title="Expiry window", section="Foundation",
             description="Report certificates expiring within this window (e.g. 3m, 6w, 90d); the new CA must outlive it.",
         ),
         "custom_ca_conn_id": Param(
             # None, not "": the UI trigger form treats an empty string as a missing required value.
-            None, type=["null", "string"], title="Bring your own CA (connection)", section="Foundation",
+            d["custom_ca_conn_id"], type=["null", "string"], title="Bring your own CA (connection)", section="Foundation",
             description=(
                 "Empty: Ops Manager generates the new CA. Otherwise the Airflow connection whose extras "
                 "certificate_pem and private_key_pem hold the CA to upload (RSA, validated before any call)."
             ),
         ),
         "initial_apply_changes": Param(
-            True, type="boolean", title="Initial Apply Changes", section="Procedure",
+            d["initial_apply_changes"], type="boolean", title="Initial Apply Changes", section="Procedure",
             description="Run the Apply Changes the procedure starts with, before generating the new CA.",
         ),
         "if_installation_running": Param(
-            "wait", type="string", enum=["wait", "fail"], title="If an Apply Changes is running", section="Procedure",
+            d["if_installation_running"], type="string", enum=["wait", "fail"], title="If an Apply Changes is running", section="Procedure",
             description="wait: let it finish, then start; fail: stop without changing anything.",
         ),
         "allow_pending_changes": Param(
@@ -128,59 +135,73 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
             ),
         ),
         "apply_changes_mode": Param(
-            "api", type="string", enum=["api", "manual"], title="Apply Changes mode", section="Apply Changes",
+            d["apply_changes_mode"], type="string", enum=["api", "manual"], title="Apply Changes mode", section="Apply Changes",
             description="api: the DAG starts each Apply Changes; manual: a person clicks Apply Changes and the DAG waits.",
         ),
         "deploy_products": Param(
-            "all", type=["string", "array"], title="Products to deploy", section="Apply Changes",
+            d["deploy_products"], type=["string", "array"], title="Products to deploy", section="Apply Changes",
             description="'all' (what the rotation docs require), 'none' (director only), or a list of product GUIDs or names.",
         ),
         "errands": Param(
-            {}, type="object", title="Errands", section="Apply Changes",
+            d["errands"], type="object", title="Errands", section="Apply Changes",
             description=(
                 "Per product GUID or name, e.g. {\"p-redis\": {\"run_post_deploy\": {\"upgrade-all-service-instances\": true}}}; "
                 "the newer docs require upgrading service instances during a CA rotation."
             ),
         ),
         "recreate_vms": Param(
-            False, type="boolean", title="Recreate VMs", section="Apply Changes",
+            d["recreate_vms"], type="boolean", title="Recreate VMs", section="Apply Changes",
             description="Recreate every VM during each Apply Changes (the 2.10+ docs ask for it during a rotation).",
         ),
         "force_latest_variables": Param(
-            False, type="boolean", title="Force latest variables", section="Apply Changes",
+            d["force_latest_variables"], type="boolean", title="Force latest variables", section="Apply Changes",
             description="BOSH --force-latest-variables on each Apply Changes.",
         ),
         "ignore_warnings": Param(
-            False, type="boolean", title="Ignore warnings", section="Apply Changes",
+            d["ignore_warnings"], type="boolean", title="Ignore warnings", section="Apply Changes",
             description="Bypass ignorable verifier warnings on each Apply Changes.",
         ),
     }
     if foundation is None:
         return params
-    params["opsman_conn_id"] = Param(
-        foundation.conn_id, type="string", enum=[foundation.conn_id], title="Ops Manager connection", section="Foundation",
-        description=f"Foundation {foundation.name}: its connection is fixed (its pool serializes calls to it).",
-    )
-    params["expires_within"] = Param(
-        foundation.expires_within, type="string", pattern="^[1-9][0-9]*[dwmy]$", title="Expiry window", section="Foundation",
-        description="Rotation is due when the active CA or a leaf it re-issues expires within this (e.g. 3m, 6w, 90d).",
-    )
     params["only_if_due"] = Param(
         False, type="boolean", title="Only if due", section="Foundation",
         description="Manual runs rotate regardless; set true to check expiry first, as scheduled runs always do.",
     )
-    params["poll_interval_seconds"] = Param(
-        foundation.poll_interval_seconds, type="integer", minimum=1, maximum=3600, title="Poll interval (seconds)",
-        section="Foundation", description="How often to ask Ops Manager whether an Apply Changes has finished.",
-    )
-    # Defaults from the fleet file. Every Param also names its JSON-schema draft: Airflow validates each
-    # task's Params several times while serializing a DAG, and the draft-07 meta-schema is about 4x
-    # cheaper to check than the default 2020-12 one (bench/parse_cost.py: the fleet's main parse cost).
-    return {
-        name: Param(foundation.param_defaults.get(name, old.value), **{**old.schema, "$schema": PARAM_SCHEMA_DRAFT},
-                    description=old.description)
-        for name, old in params.items()
+    # Each Param names its JSON-schema draft: Airflow validates a scheduled DAG's Params when they are set
+    # and when it serializes the DAG, and the draft-07 meta-schema is about 4x cheaper to check than the
+    # default 2020-12 one.
+    return {name: Param(params[name].value, description=params[name].description,
+                        **{**params[name].schema, "$schema": PARAM_SCHEMA_DRAFT}) for name in FLEET_FORM}
+
+
+def settings(foundation: Foundation | None) -> dict[str, Any]:
+    """Each setting's operator argument: a foundation's value from the fleet file (plain, fixed at parse
+    time), or without a foundation a template of the trigger-form Param of the same name."""
+    if foundation is not None:
+        return foundation.settings
+    return {name: f"{{{{ params.{name} }}}}" for name in ("opsman_conn_id", *DEFAULT_SETTINGS)}
+
+
+def is_template(value: Any) -> bool:
+    """A Jinja template or an XCom reference, or a collection holding one (not a plain value, such as a fleet file's)."""
+    if isinstance(value, dict):
+        return any(is_template(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(is_template(v) for v in value)
+    return isinstance(value, XComArg) or (isinstance(value, str) and "{{" in value)
+
+
+def fleet_doc_md(foundation: Foundation, path: Any) -> str:
+    """The foundation's part of the DAG's docs: the values in force."""
+    rows = {
+        "schedule": foundation.schedule, "wait_mode": foundation.wait_mode,
+        **{k: v for k, v in foundation.settings.items() if k != "opsman_conn_id"},
+        "notifiers on_failure": [n.class_path for n in foundation.on_failure],
+        "notifiers on_success": [n.class_path for n in foundation.on_success],
     }
+    return FLEET_DOC_MD.format(f=foundation, path=path,
+                               settings="\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in rows.items()))
 
 
 def sensor_mode(foundation: Foundation | None) -> dict[str, Any]:
@@ -189,41 +210,44 @@ def sensor_mode(foundation: Foundation | None) -> dict[str, Any]:
     return {"deferrable": True} if mode == "deferrable" else {"deferrable": False, "mode": mode}
 
 
-def apply_changes(step: str, after_task_id: str, wait_mode: dict[str, Any]) -> tuple[ApplyChangesOperator, ApplyChangesSensor]:
+def apply_changes(step: str, after_task_id: str, s: dict[str, Any], wait_mode: dict[str, Any]
+                  ) -> tuple[ApplyChangesOperator, ApplyChangesSensor]:
     """Apply Changes carrying the change made by ``after_task_id``, then wait for it to succeed."""
     start = ApplyChangesOperator(
         task_id="apply_changes",
         step=step,
         plan=PLAN,
-        opsman_conn_id=CONN,
+        opsman_conn_id=s["opsman_conn_id"],
         after_installation_id=f"{{{{ ti.xcom_pull(task_ids='{after_task_id}', key='{WATERMARK_KEY}') }}}}",
-        deploy_products="{{ params.deploy_products }}",
-        errands="{{ params.errands }}",
-        recreate_vms="{{ params.recreate_vms }}",
-        ignore_warnings="{{ params.ignore_warnings }}",
-        force_latest_variables="{{ params.force_latest_variables }}",
-        apply_changes_mode="{{ params.apply_changes_mode }}",
-        wait_poll_seconds=POLL,
+        deploy_products=s["deploy_products"],
+        errands=s["errands"],
+        recreate_vms=s["recreate_vms"],
+        ignore_warnings=s["ignore_warnings"],
+        force_latest_variables=s["force_latest_variables"],
+        apply_changes_mode=s["apply_changes_mode"],
+        wait_poll_seconds=s["poll_interval_seconds"],
     )
     wait = ApplyChangesSensor(
         task_id="wait_for_apply_changes",
-        opsman_conn_id=CONN,
+        opsman_conn_id=s["opsman_conn_id"],
         installation_id=start.output,
         after_installation_id=f"{{{{ ti.xcom_pull(task_ids='{start.task_id}', key='{AFTER_INSTALLATION_KEY}') }}}}",
-        poll_interval_seconds=POLL,
+        poll_interval_seconds=s["poll_interval_seconds"],
         **wait_mode,
     )
     start >> wait
     return start, wait
 
 
-def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
+def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = None) -> DAG:
     """The rotation DAG: ``opsman_ca_rotation`` (manual, any connection) without a foundation, else
     ``opsman_ca_rotation__<name>`` for one foundation of the fleet file: scheduled, rotating only when
     due, every task in the foundation's one-slot pool, an Asset event and notifications.
     """
     fleet_args: dict[str, Any] = {}
     wait_mode = sensor_mode(foundation)
+    s = settings(foundation)
+    conn = s["opsman_conn_id"]
     if foundation is not None:
         fleet_args = {
             # Everything that talks to this Ops Manager queues in its one-slot pool (its API does
@@ -237,7 +261,7 @@ def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
             f"Rotate the root CA of foundation {foundation.name} ({foundation.conn_id}) when it is due"
             if foundation else "Rotate the root CA of an Ops Manager foundation through its API"
         ),
-        doc_md=DOC_MD + (FLEET_DOC_MD.format(f=foundation) if foundation else ""),
+        doc_md=DOC_MD + (fleet_doc_md(foundation, fleet_path) if foundation else ""),
         schedule=foundation.schedule if foundation else None,
         start_date=FLEET_START if foundation else None,
         max_active_runs=1,
@@ -248,42 +272,43 @@ def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
             "owner": "platform",
             "retries": 3,
             "retry_delay": timedelta(seconds=30),
-            "retry_exponential_backoff": 2.0,
+            "retry_exponential_backoff": DOUBLING_BACKOFF,
             "max_retry_delay": timedelta(minutes=10),
             # Steps the plan marks done end skipped; the steps after them must still run. A failure
             # still stops everything after it (upstream_failed).
             "trigger_rule": "none_failed",
             **fleet_args,
         },
-        params=rotation_params(foundation),
+        # No params here: they are set once the tasks exist (the end of this function), see there.
     ) as dag:
         with TaskGroup("preflight"):
             check = CheckOpsManagerOperator(
                 task_id="check_ops_manager",
-                opsman_conn_id=CONN,
-                expires_within="{{ params.expires_within }}",
-                if_installation_running="{{ params.if_installation_running }}",
-                custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
+                opsman_conn_id=conn,
+                expires_within=s["expires_within"],
+                if_installation_running=s["if_installation_running"],
+                custom_ca_conn_id=s["custom_ca_conn_id"],
+                dry_run="{{ params.dry_run }}",
             )
             wait_running = ApplyChangesSensor(
                 task_id="wait_for_running_installation",
-                opsman_conn_id=CONN,
+                opsman_conn_id=conn,
                 installation_id="{{ ti.xcom_pull(task_ids='preflight.check_ops_manager')['running_installation_id'] }}",
-                poll_interval_seconds=POLL,
+                poll_interval_seconds=s["poll_interval_seconds"],
                 **wait_mode,
             )
             plan = PlanRotationOperator(
                 task_id="plan_rotation",
-                opsman_conn_id=CONN,
+                opsman_conn_id=conn,
                 recent_rotation_days="{{ params.recent_rotation_days }}",
-                initial_apply_changes="{{ params.initial_apply_changes }}",
+                initial_apply_changes=s["initial_apply_changes"],
                 dry_run="{{ params.dry_run }}",
-                custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
-                expires_within="{{ params.expires_within }}",
+                custom_ca_conn_id=s["custom_ca_conn_id"],
+                expires_within=s["expires_within"],
             )
             pending = PendingChangesCheckOperator(
                 task_id="check_pending_changes",
-                opsman_conn_id=CONN,
+                opsman_conn_id=conn,
                 plan=PLAN,
                 allow_pending_changes="{{ params.allow_pending_changes }}",
             )
@@ -294,58 +319,59 @@ def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
             # before any write call. Manual runs rotate regardless unless only_if_due.
             due = RotationDueOperator(
                 task_id="rotation_due",
-                opsman_conn_id=CONN,
-                expires_within="{{ params.expires_within }}",
+                opsman_conn_id=conn,
+                expires_within=s["expires_within"],
                 only_if_due="{{ params.only_if_due }}",
+                form=FLEET_FORM,
             )
             due >> check
 
         with TaskGroup("initial_apply_changes"):
-            initial_apply, initial_wait = apply_changes(INITIAL_APPLY, "preflight.check_ops_manager", wait_mode)
+            initial_apply, initial_wait = apply_changes(INITIAL_APPLY, "preflight.check_ops_manager", s, wait_mode)
             pending >> initial_apply
 
         with TaskGroup("create_new_ca"):
             generate = GenerateCertificateAuthorityOperator(
                 task_id="generate_ca",
-                opsman_conn_id=CONN,
+                opsman_conn_id=conn,
                 plan=PLAN,
-                custom_ca_conn_id="{{ params.custom_ca_conn_id }}",
-                expires_within="{{ params.expires_within }}",
+                custom_ca_conn_id=s["custom_ca_conn_id"],
+                expires_within=s["expires_within"],
             )
             initial_wait >> generate
 
         with TaskGroup("activate_new_ca"):
             verify_new_ca = VerifyCertificateAuthoritiesOperator(
-                task_id="verify_new_ca_inactive", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
+                task_id="verify_new_ca_inactive", opsman_conn_id=conn, plan=PLAN, new_ca_guid=generate.output
             )
-            apply_new_ca, wait_new_ca = apply_changes(APPLY_NEW_CA, "create_new_ca.generate_ca", wait_mode)
+            apply_new_ca, wait_new_ca = apply_changes(APPLY_NEW_CA, "create_new_ca.generate_ca", s, wait_mode)
             activate = ActivateCertificateAuthorityOperator(
-                task_id="activate_ca", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
+                task_id="activate_ca", opsman_conn_id=conn, plan=PLAN, new_ca_guid=generate.output
             )
             verify_new_ca >> apply_new_ca
             wait_new_ca >> activate
 
         with TaskGroup("regenerate_certificates"):
             regenerate = RegenerateCertificatesOperator(
-                task_id="regenerate_leaf_certificates", opsman_conn_id=CONN, plan=PLAN, new_ca_guid=generate.output
+                task_id="regenerate_leaf_certificates", opsman_conn_id=conn, plan=PLAN, new_ca_guid=generate.output
             )
-            apply_leaves, wait_leaves = apply_changes(APPLY_LEAVES, "regenerate_certificates.regenerate_leaf_certificates", wait_mode)
+            apply_leaves, wait_leaves = apply_changes(APPLY_LEAVES, "regenerate_certificates.regenerate_leaf_certificates", s, wait_mode)
             activate >> regenerate >> apply_leaves
 
         with TaskGroup("delete_old_ca"):
             delete = DeleteCertificateAuthorityOperator(
-                task_id="delete_ca", opsman_conn_id=CONN, plan=PLAN, old_ca_guid=verify_new_ca.output, new_ca_guid=generate.output
+                task_id="delete_ca", opsman_conn_id=conn, plan=PLAN, old_ca_guid=verify_new_ca.output, new_ca_guid=generate.output
             )
-            apply_delete, wait_delete = apply_changes(APPLY_DELETE, "delete_old_ca.delete_ca", wait_mode)
+            apply_delete, wait_delete = apply_changes(APPLY_DELETE, "delete_old_ca.delete_ca", s, wait_mode)
             wait_leaves >> delete >> apply_delete
 
         with TaskGroup("verify"):
             verify_rotation = VerifyRotationOperator(
                 task_id="verify_rotation",
-                opsman_conn_id=CONN,
+                opsman_conn_id=conn,
                 new_ca_guid=generate.output,
                 old_ca_key_id="{{ ti.xcom_pull(task_ids='preflight.plan_rotation')['old_ca_key_id'] }}",
-                expires_within="{{ params.expires_within }}",
+                expires_within=s["expires_within"],
                 dry_run="{{ params.dry_run }}",
             )
             wait_delete >> verify_rotation
@@ -363,7 +389,9 @@ def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
                 raise AirflowSkipException("dry run: nothing was rotated, so no Asset event and no success notification")
             waits = [f"{group}.wait_for_apply_changes" for group in APPLY_GROUPS]
             ids = dict(zip(APPLY_GROUPS, ti.xcom_pull(task_ids=waits)))
-            hook = OpsManagerHook(opsman_conn_id=(params or {})["opsman_conn_id"])
+            from opsman.hooks import OpsManagerHook  # at run time: parsing does not need requests and aiohttp
+
+            hook = OpsManagerHook(opsman_conn_id=foundation.conn_id if foundation else (params or {})["opsman_conn_id"])
             installations = {i.id: i for i in hook.list_installations()}
             report = {
                 "old_ca_guid": old_ca_guid,
@@ -387,6 +415,17 @@ def build_rotation_dag(foundation: Foundation | None = None) -> DAG:
             return report
 
         verify_rotation >> summary(verify_new_ca.output, generate.output)
+    # The form goes on the DAG only now, after its tasks: an operator built inside a DAG deep-copies the
+    # DAG's Params once per __init__ in its class chain, and serializing validates every task's copy
+    # (bench/parse_cost.py: the fleet's main parse cost). Tasks do not need a copy: at run time Airflow
+    # merges the DAG's Params and the run's conf into each task's params (process_params).
+    dag.params = rotation_params(foundation)
+    if foundation is not None:
+        # The fleet file's values are data, not templates: no Jinja pass over a connection id or an
+        # errand name, and nothing for the DAG processor to serialize as a template (one config read
+        # and one conversion per templated field and task: bench/parse_cost.py).
+        for op in dag.tasks:
+            op.template_fields = tuple(name for name in op.template_fields if is_template(getattr(op, name, None)))
     return dag
 
 
@@ -418,6 +457,9 @@ def build_expiry_report_dag(fleet: Fleet) -> DAG:
             )
             reads.append(read)
             if fleet.trigger_due_rotations:
+                # Imported only here: most fleets do not trigger from the report (parse cost, bench/parse_cost.py).
+                from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
                 @task.short_circuit(task_id=f"due__{foundation.name}", ignore_downstream_trigger_rules=False)
                 def is_due(report: dict[str, Any]) -> bool:
                     return bool(report["due"])
@@ -455,5 +497,5 @@ if FLEET is None:
     dag = build_rotation_dag()
 else:
     for _foundation in FLEET.foundations:
-        globals()[_foundation.dag_id] = build_rotation_dag(_foundation)
+        globals()[_foundation.dag_id] = build_rotation_dag(_foundation, FLEET.path)
     expiry_report = build_expiry_report_dag(FLEET)

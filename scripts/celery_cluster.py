@@ -28,9 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import airflow_stack as stack  # noqa: E402
+import airflow_stack as stack
 
 DEFAULT_HOME = stack.REPO / ".run" / "celery-airflow"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

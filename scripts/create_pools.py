@@ -17,13 +17,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "plugins") not in sys.path:
-    sys.path.insert(0, str(REPO / "plugins"))
-
-from opsman.fleet import Fleet, FleetFileError, load_fleet  # noqa: E402
+from opsman.fleet import Fleet, FleetFileError, load_fleet
 
 POOL_PREFIX = "opsman_"
 

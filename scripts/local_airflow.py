@@ -23,9 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import airflow_stack as stack  # noqa: E402
+import airflow_stack as stack
 
 DEFAULT_HOME = stack.REPO / ".run" / "local-airflow"
 COMPONENTS = ["api-server", "scheduler", "dag-processor", "triggerer"]

@@ -24,7 +24,6 @@ os.environ["AIRFLOW_HOME"] = str(RUN / "airflow")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-sys.path[:0] = [str(REPO / "include"), str(REPO / "plugins")]
 
 from opsman_simulator.process import SimulatorProcess  # noqa: E402
 

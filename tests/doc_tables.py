@@ -24,6 +24,7 @@ COMMAND = "./dev docs"
 
 TABLES = {
     "fault-matrix": ["fault", "how it was injected", "what the user sees in the task log", "result"],
+    "profile-matrix": ["Ops Manager profile", "role", "result", "credential reads", "installation log in the task logs"],
 }
 
 _MASKS = [
@@ -54,11 +55,11 @@ def _slug(key: str) -> str:
 
 
 def observe(table: str, order: int, cells: list[str]) -> None:
-    """Record one observed row (its first cell is its key) and check README.md shows exactly it."""
+    """Record one observed row (``order`` is its key and its place) and check README.md shows exactly it."""
     assert len(cells) == len(TABLES[table]), cells
     folder = OBSERVED / table
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{_slug(cells[0])}.json").write_text(json.dumps({"order": order, "cells": cells}))
+    (folder / f"{order:03d}-{_slug(cells[0])}.json").write_text(json.dumps({"order": order, "cells": cells}))
     if os.environ.get("OPSMAN_DOCS_REFRESH"):
         return
     shown = _table_rows(README.read_text(), table)

@@ -14,7 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .state import ApiError, Config, Store, atomic_write, rfc3339_full
+from .profiles import check_permission, profile_for, replay_event, root_ca_items, sse, step_info
+from .state import ApiError, Config, Store, atomic_write, parse_expires_within, rfc3339_full
 from .uaa import UAA
 
 SIM_PREFIX = "/_simulator"
@@ -23,8 +24,8 @@ _SECRET_WORDS = ("pass", "secret", "token", "key", "credential", "authorization"
 
 
 def version_for(config: Config) -> str:
-    # ASSUMPTION: legacy answers look like Ops Manager 2.9, "2.10" answers like 2.10.
-    return "2.10.60-build.4" if config.answer_style == "2.10" else "2.9.13-build.165"
+    # ASSUMPTION: legacy answers look like Ops Manager 2.9, "2.10" answers like 2.10 (README: Profiles).
+    return config.info_version or profile_for(config.profile, config.answer_style, config.safety_checks).version
 
 
 def redact_query(raw: str) -> str:
@@ -84,6 +85,27 @@ class Simulator:
         self.journal = Journal(config.state_dir, persist=config.persist)
         self.lock = asyncio.Lock()
         self.in_flight = 0
+        #: The stream_cut fault (in memory): each of the next current_log streams ends after this many lines.
+        self.stream_cuts: list[int] = []
+        #: The unterminated_last_line fault: installation logs lose their final newline.
+        self.unterminated_last_line = False
+        #: The install_conflict fault: the answer to POST /api/v0/installations while one runs.
+        self.install_conflict: dict[str, Any] | None = None
+
+    @staticmethod
+    def parse_stream_cut(value: Any) -> list[int] | None:
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+            raise ValueError("stream_cut must be a list of line counts (integers >= 0)")
+        return list(value)
+
+    def faults_view(self) -> dict[str, Any]:
+        return dict(self.store.faults, stream_cut=list(self.stream_cuts), unterminated_last_line=self.unterminated_last_line,
+                    install_conflict=self.install_conflict)
+
+    def take_stream_cut(self) -> int | None:
+        return self.stream_cuts.pop(0) if self.stream_cuts else None
 
     async def ticker(self, interval: float = 0.2) -> None:
         """Finish installations on time even when nobody polls (so state.json is current)."""
@@ -249,8 +271,12 @@ def create_app(sim: Simulator):
         # ASSUMPTION: unknown routes answer {"errors": [...]} like the CommonErrors envelope.
         return JSONResponse({"errors": [str(exc.detail)]}, status_code=exc.status_code)
 
+    profile = profile_for(config.profile, config.answer_style, config.safety_checks)
+
     def auth(request: Request) -> dict[str, Any]:
-        return uaa.authenticate_header(request.headers.get("authorization"))
+        payload = uaa.authenticate_header(request.headers.get("authorization"))
+        check_permission(payload.get("scope"), request.method, request.url.path)
+        return payload
 
     # ---------------------------------------------------------------- UAA
     @app.post("/uaa/oauth/token")
@@ -314,7 +340,13 @@ def create_app(sim: Simulator):
     async def post_installation(request: Request):
         who = auth(request)
         body = await _json_body(request)
-        return store.start_installation(body, who.get("user_name") or "admin")
+        try:
+            return store.start_installation(body, who.get("user_name") or "admin")
+        except ApiError as err:
+            if err.status == 409 and sim.install_conflict is not None:
+                # The install_conflict fault: no source confirms 409 for "one is running" (README).
+                raise ApiError(sim.install_conflict["status"], sim.install_conflict["body"]) from None
+            raise
 
     @app.get("/api/v0/installations")
     async def list_installations(request: Request):
@@ -326,13 +358,12 @@ def create_app(sim: Simulator):
     @app.get("/api/v0/installations/current_log")
     async def current_log(request: Request):
         auth(request)
+        if profile.current_log == "absent":
+            # ASSUMPTION: an Ops Manager without the endpoint answers like any unknown route.
+            raise ApiError(404, {"errors": ["Not Found"]})
         store.tick()
         inst = store.running_installation()
-
-        def sse(event: str | None, data: Any) -> str:
-            text = data if isinstance(data, str) else json.dumps(data)
-            head = f"event: {event}\n" if event else ""
-            return head + "".join(f"data: {line}\n" for line in text.split("\n")) + "\n"
+        cut = sim.take_stream_cut()
 
         async def stream():
             if inst is None:
@@ -340,11 +371,9 @@ def create_app(sim: Simulator):
                 yield sse("exit", {"type": "exit", "code": 0, "message": "no install in progress"})
                 return
             iid = inst["id"]
-            yield sse(
-                "step_info",
-                {"type": "step_info", "installation_id": iid, "started_at": Store.install_summary(inst)["started_at"]},
-            )
-            sent = 0
+            # Reference §8: step_info (an array of the steps) first, then the whole log so far, then live.
+            yield sse("step_info", step_info(store.log_events(inst)))
+            sent = lines = 0
             while True:
                 store.tick()
                 cur = store.find_installation(iid)
@@ -353,11 +382,11 @@ def create_app(sim: Simulator):
                     return
                 events = store.visible_events(cur)
                 for _, kind, payload in events[sent:]:
-                    if kind == "line":
-                        yield sse(None, payload)
-                    else:
-                        yield sse(kind, payload)
-                sent = len(events)
+                    if cut is not None and kind == "line" and lines >= cut:
+                        return  # the stream_cut fault: the response ends without an exit event
+                    lines += kind == "line"
+                    sent += 1
+                    yield replay_event(kind, payload)
                 if cur["status"] != "running":
                     yield sse("exit", {"type": "exit", "code": 0 if cur["status"] == "succeeded" else 1})
                     return
@@ -375,7 +404,11 @@ def create_app(sim: Simulator):
     async def get_installation_logs(install_id: str, request: Request):
         auth(request)
         store.tick()
-        return {"logs": store.installation_logs(store.get_installation(install_id))}
+        logs = store.installation_logs(store.get_installation(install_id))
+        if sim.unterminated_last_line:
+            # om's fixtures have logs whose last line has no newline ({"logs":"call #0\ncall #1"}).
+            logs = logs.removesuffix("\n")
+        return {"logs": logs}
 
     # ---------------------------------------------------------------- products, changes (§5)
     @app.get("/api/v0/staged/pending_changes")
@@ -400,7 +433,12 @@ def create_app(sim: Simulator):
         auth(request)
         store.tick()
         q = request.query_params
-        return store.deployed_certificates(q.get("expires_within"), q.get("show_excluded_from_rotation_only"))
+        body = store.deployed_certificates(q.get("expires_within"), q.get("show_excluded_from_rotation_only"))
+        if profile.root_cas_in_deployed_certificates:
+            limit = q.get("expires_within")
+            until = store.now() + parse_expires_within(limit) if limit is not None else None
+            body["certificates"] = root_ca_items(store.existing_cas(), until, config.answer_style == "2.10") + body["certificates"]
+        return body
 
     @app.get("/api/v0/deployed/products/{guid}/credentials")
     async def list_credentials(guid: str, request: Request):
@@ -427,11 +465,14 @@ def create_app(sim: Simulator):
     @app.get(SIM_PREFIX + "/state")
     async def get_state():
         store.tick()
-        return store.simulator_state()
+        body = store.simulator_state()
+        body["config"].update(profile=config.profile, version=version_for(config), role=config.role,
+                              extra_users=[{"name": name, "role": role} for name, _, role in config.extra_users])
+        return body
 
     @app.get(SIM_PREFIX + "/faults")
     async def get_faults():
-        return store.faults
+        return sim.faults_view()
 
     @app.post(SIM_PREFIX + "/faults")
     async def post_faults(request: Request):
@@ -441,10 +482,25 @@ def create_app(sim: Simulator):
         except ValueError:
             return JSONResponse({"error": "body is not valid JSON"}, status_code=400)
         try:
+            cuts = sim.parse_stream_cut(body.pop("stream_cut", None)) if isinstance(body, dict) else None
+            conflict = body.pop("install_conflict", None) if isinstance(body, dict) else None
+            if conflict is not None and not (
+                isinstance(conflict, dict) and isinstance(conflict.get("status"), int) and 400 <= conflict["status"] <= 599
+            ):
+                raise ValueError('install_conflict must be {"status": 4xx/5xx, "body": any JSON}')
+            unterminated = body.pop("unterminated_last_line", None) if isinstance(body, dict) else None
+            if unterminated is not None and not isinstance(unterminated, bool):
+                raise ValueError("unterminated_last_line must be true or false")
             store.apply_faults(body)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return store.faults
+        if cuts is not None:
+            sim.stream_cuts = cuts
+        if unterminated is not None:
+            sim.unterminated_last_line = unterminated
+        if conflict is not None:
+            sim.install_conflict = {"status": conflict["status"], "body": conflict.get("body", {})}
+        return sim.faults_view()
 
     @app.get(SIM_PREFIX + "/clock")
     async def get_clock():
@@ -465,6 +521,7 @@ def create_app(sim: Simulator):
     @app.post(SIM_PREFIX + "/reset")
     async def reset():
         store.reset()
+        sim.stream_cuts, sim.unterminated_last_line, sim.install_conflict = [], False, None
         sim.journal.clear()
         store.max_concurrent_requests = 0
         return {"reset": True, "state": store.simulator_state()}

@@ -14,6 +14,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from . import pki
+from .profiles import PROFILES, ROLE_CHOICES, parse_extra_user, role_name
 from .state import Config, atomic_write
 
 
@@ -65,8 +66,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--client-secret", default=None)
     p.add_argument("--ca-date-format", choices=["date", "rfc3339"], default="date")
     p.add_argument("--initial-ca-age-days", type=float, default=1200)
-    p.add_argument("--answer-style", choices=["legacy", "2.10"], default="legacy")
-    p.add_argument("--safety-checks", action="store_true")
+    p.add_argument("--answer-style", choices=["legacy", "2.10"], default=None,
+                   help="default: the profile's, else legacy")
+    p.add_argument("--safety-checks", action=argparse.BooleanOptionalAction, default=None,
+                   help="default: the profile's, else off")
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                   help="answer as this family of Ops Manager versions (README: Profiles)")
+    p.add_argument("--info-version", default=None, help="the version GET /api/v0/info reports (default: the profile's)")
+    p.add_argument("--role", default="admin", help=f"role of --username and --client-id: {', '.join(ROLE_CHOICES)}")
+    p.add_argument("--extra-user", action="append", default=[], metavar="NAME:PASSWORD:ROLE",
+                   help="another password-grant user with its own role (repeatable)")
     p.add_argument("--in-memory", action="store_true", help="keep state and journal in memory only (tests)")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
@@ -74,6 +83,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--host must be 127.0.0.1 (loopback only)")
     if (args.client_id is None) != (args.client_secret is None):
         p.error("--client-id and --client-secret go together")
+    try:
+        args.role = role_name(args.role)
+        args.extra_user = tuple(parse_extra_user(u) for u in args.extra_user)
+    except ValueError as err:
+        p.error(str(err))
+    profile = PROFILES.get(args.profile)
+    if args.answer_style is None:
+        args.answer_style = profile.answer_style if profile else "legacy"
+    if args.safety_checks is None:
+        args.safety_checks = profile.safety_checks if profile else False
     return args
 
 
@@ -93,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         initial_ca_age_days=args.initial_ca_age_days,
         answer_style=args.answer_style,
         safety_checks=args.safety_checks,
+        profile=args.profile,
+        role=args.role,
+        extra_users=args.extra_user,
+        info_version=args.info_version,
         persist=not args.in_memory,
     )
     ca_path, cert_path, key_path = ensure_transport_pki(state_dir)

@@ -187,6 +187,11 @@ class Config:
     initial_ca_age_days: float = 1200
     answer_style: str = "legacy"  # "legacy" | "2.10"
     safety_checks: bool = False
+    # Version profile (profiles.py), role of --username/--client-id, more users.
+    profile: str | None = None  # None | "2.9" | "2.10" | "3.0"
+    role: str = "admin"
+    extra_users: tuple = ()  # ((name, password, role), ...)
+    info_version: str | None = None  # overrides the profile's /api/v0/info version
     #: False: state and journal live in memory only (no state.json, no journal.jsonl, no fsync).
     #: For tests that run thousands of short histories in-process; a restart then starts fresh.
     persist: bool = True

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from .profiles import ROLE_SCOPES
 from .state import ApiError, Config, Store, atomic_write
 
 # ASSUMPTION: the reference marks UAA error bodies UNVERIFIED; this is the usual UAA shape.
 BAD_CREDENTIALS = {"error": "unauthorized", "error_description": "Bad credentials"}
 
-PASSWORD_SCOPE = "opsman.admin scim.me uaa.admin clients.admin"
 CLIENT_SCOPE = "opsman.admin"
 
 
@@ -109,6 +109,16 @@ class UAA:
         # oauth2's AuthStyleInHeader url-escapes id and secret.
         return unquote(cid), unquote(csecret)
 
+    def _password_user(self, username: str, password: str) -> tuple[str, str] | None:
+        """(name, role) of the user these credentials belong to, or None."""
+        users = [(self.config.username, self.config.password, self.config.role), *self.config.extra_users]
+        found = None
+        for name, secret, role in users:
+            # Compare every entry, so the answer time does not tell which names exist.
+            if hmac.compare_digest(username, name) & hmac.compare_digest(password, secret):
+                found = found or (name, role)
+        return found
+
     def token(self, authorization: str | None, form: dict[str, str], now: float | None = None) -> dict[str, Any]:
         now = self.store.now() if now is None else now
         grant = form.get("grant_type")
@@ -122,13 +132,11 @@ class UAA:
                 cid, csecret = form.get("client_id", ""), form.get("client_secret", "")
             if cid != "opsman" or csecret != "":
                 raise ApiError(401, BAD_CREDENTIALS)
-            if not (
-                hmac.compare_digest(form.get("username", ""), self.config.username)
-                and hmac.compare_digest(form.get("password", ""), self.config.password)
-            ):
+            user = self._password_user(form.get("username", ""), form.get("password", ""))
+            if user is None:
                 raise ApiError(401, BAD_CREDENTIALS)
-            subject = {"user_name": self.config.username, "client_id": "opsman", "grant_type": "password"}
-            scope = PASSWORD_SCOPE
+            subject = {"user_name": user[0], "client_id": "opsman", "grant_type": "password"}
+            scope = " ".join(ROLE_SCOPES[user[1]])
         elif grant == "client_credentials":
             if basic is not None:
                 cid, csecret = basic
@@ -142,7 +150,7 @@ class UAA:
             ):
                 raise ApiError(401, BAD_CREDENTIALS)
             subject = {"user_name": cid, "client_id": cid, "grant_type": "client_credentials"}
-            scope = CLIENT_SCOPE
+            scope = CLIENT_SCOPE if self.config.role == "admin" else ROLE_SCOPES[self.config.role][0]
         else:
             raise ApiError(
                 400,

@@ -2,6 +2,11 @@
 
 Every error names the call, the HTTP status and Ops Manager's own message, and never carries a
 token, password or client secret: the messages are built from response bodies and our own text only.
+
+Errors no retry can fix (configuration, rejected credentials, missing permission, invalid input)
+are also :class:`~airflow.sdk.exceptions.AirflowFailException`: the task fails at once, without its
+retries, and the message says what to change. Transient errors (connection trouble, 502/503/504,
+UAA unavailable) stay plain errors and keep the task's retries.
 """
 
 from __future__ import annotations
@@ -11,17 +16,25 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException
 
+from opsman.compat import AirflowFailException
+
 
 class OpsManagerError(AirflowException):
     """Base class of everything this package raises about Ops Manager."""
 
 
-class OpsManagerConfigError(OpsManagerError):
-    """The Airflow connection or an operator argument is unusable; nothing was sent to Ops Manager."""
+class OpsManagerConfigError(OpsManagerError, AirflowFailException):
+    """The Airflow connection or an operator argument is unusable (also: TLS verification failed, the
+    host name does not resolve). Not retried: the same configuration fails the same way."""
 
 
 class OpsManagerAuthError(OpsManagerError):
-    """UAA refused to issue a token (wrong credentials, unknown client, UAA unreachable)."""
+    """No token: UAA unavailable or its answer unusable (retried), or see :class:`OpsManagerCredentialsError`."""
+
+
+class OpsManagerCredentialsError(OpsManagerAuthError, AirflowFailException):
+    """UAA refused the connection's credentials (wrong password or client secret, unknown user or client).
+    Not retried: a retry sends the same credentials, and repeated failures can lock the UAA user."""
 
 
 class OpsManagerResponseError(OpsManagerError):
@@ -59,6 +72,15 @@ class OpsManagerTransientError(OpsManagerApiError):
 
     #: True when the client stopped waiting: Ops Manager may still be working on the request.
     timed_out: bool = False
+
+
+class OpsManagerPermissionError(OpsManagerApiError, AirflowFailException):
+    """403: the UAA user or client may not make this call (its role is too small). Not retried."""
+
+
+class OpsManagerRejectedError(OpsManagerApiError, AirflowFailException):
+    """400 or 422 (not a safety violation): Ops Manager refused the request as it is; sending it
+    again cannot change the answer. Not retried."""
 
 
 class OpsManagerNotFoundError(OpsManagerApiError):

@@ -14,8 +14,9 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import Context, SkipMixin
+from airflow.sdk import Context
 
+from opsman.compat import AirflowFailException, SkipMixin
 from opsman.models import CertificateAuthority, DeployedCertificate, isoformat
 from opsman.operators import OpsManagerBaseOperator, as_flag, format_table, window_days
 
@@ -121,17 +122,26 @@ class RotationDueOperator(_ExpiryReader, SkipMixin):
 
     :param expires_within: the window, e.g. ``3m`` (templated).
     :param only_if_due: check on a manual run too (templated). Scheduled and backfill runs always check.
+    :param form: the names a run's conf may set; any other key fails the run here, before any call (a
+        foundation's settings are its fleet file's, and a run must not look as if it changed one).
     """
 
     inherits_from_skipmixin = True
     template_fields: Sequence[str] = (*_ExpiryReader.template_fields, "only_if_due")
     ui_color = "#f6efd9"
 
-    def __init__(self, *, only_if_due: Any = False, **kwargs: Any) -> None:
+    def __init__(self, *, only_if_due: Any = False, form: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.only_if_due = only_if_due
+        self.form = form
 
     def execute(self, context: Context) -> dict[str, Any]:
+        extra = sorted(set(getattr(context["dag_run"], "conf", None) or {}) - set(self.form or ()))
+        if self.form is not None and extra:
+            raise AirflowFailException(
+                f"this run's conf sets {', '.join(extra)}: a foundation's settings come from its fleet file (the DAG's "
+                f"docs show them); change the fleet file instead. A run can set only {', '.join(self.form)}. Nothing was done."
+            )
         run_type = getattr(context["dag_run"], "run_type", None)
         run_type = str(getattr(run_type, "value", run_type))
         if run_type not in CHECKED_RUN_TYPES and not as_flag(self.only_if_due, "only_if_due"):

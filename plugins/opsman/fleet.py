@@ -4,6 +4,9 @@ Read at DAG-parse time, so it is cheap on purpose: YAML, a few checks, no networ
 problem raises one :class:`FleetFileError` naming the file, the foundation and the field, which the
 DAG processor shows as the DAG file's import error.
 
+A foundation's DAG takes every setting from here (:attr:`Foundation.settings`, plain operator
+arguments); its trigger form keeps only the per-run choices in :data:`FLEET_FORM`.
+
 Format (see ``include/foundations.example.yaml``)::
 
     defaults:                      # optional; any foundation field except name and conn_id
@@ -20,6 +23,8 @@ Format (see ``include/foundations.example.yaml``)::
         expires_within: 3m         # rotate when the CA or a rotated leaf expires within this
         poll_interval_seconds: 30
         wait_mode: deferrable      # how Apply Changes waits: deferrable (triggerer), reschedule or poke
+        if_installation_running: wait   # or fail: an Apply Changes already running at the start
+        custom_ca_conn_id: null    # or a connection holding the CA to upload instead of generating one
         apply_changes: {deploy_products: all, errands: {}, recreate_vms: false,
                         force_latest_variables: false, ignore_warnings: false, mode: api, initial: true}
         notifiers:
@@ -50,8 +55,26 @@ WINDOW_PATTERN = re.compile(r"^[1-9][0-9]*[dwmy]$")
 WINDOW_DAYS = {"d": 1, "w": 7, "m": 31, "y": 366}
 MAX_WINDOW_DAYS = 366
 PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually"}
+#: Every setting of a rotation by operator argument, and its default: the fleet file's values override
+#: these, and the single opsman_ca_rotation DAG's trigger form starts from them.
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "poll_interval_seconds": 30,
+    "expires_within": DEFAULT_WINDOW,
+    "custom_ca_conn_id": None,
+    "initial_apply_changes": True,
+    "if_installation_running": "wait",
+    "apply_changes_mode": "api",
+    "deploy_products": "all",
+    "errands": {},
+    "recreate_vms": False,
+    "force_latest_variables": False,
+    "ignore_warnings": False,
+}
+#: The trigger form of a foundation's DAG: what a person decides per run. Everything else is the fleet
+#: file's (a Param is copied into every task and validated on every serialization: see README "Parse cost").
+FLEET_FORM = ("dry_run", "only_if_due", "allow_pending_changes", "recent_rotation_days")
 APPLY_CHANGES_FIELDS = {
-    # fleet key -> (trigger-form Param, check)
+    # fleet key -> setting (operator argument)
     "deploy_products": "deploy_products",
     "errands": "errands",
     "recreate_vms": "recreate_vms",
@@ -62,6 +85,7 @@ APPLY_CHANGES_FIELDS = {
 }
 FOUNDATION_FIELDS = {
     "name", "conn_id", "schedule", "expires_within", "poll_interval_seconds", "wait_mode", "apply_changes", "notifiers",
+    "if_installation_running", "custom_ca_conn_id",
 }
 #: How the Apply Changes sensors wait. deferrable: in the triggerer, no worker slot (needs a triggerer);
 #: reschedule: a worker slot only during each poll; poke: a worker slot for the whole Apply Changes.
@@ -93,8 +117,10 @@ class Foundation:
     expires_within: str = DEFAULT_WINDOW
     poll_interval_seconds: int = 30
     wait_mode: str = WAIT_MODES[0]
-    #: trigger-form Param name -> default, from ``apply_changes``
-    param_defaults: dict[str, Any] = field(default_factory=dict)
+    if_installation_running: str = "wait"
+    custom_ca_conn_id: str | None = None
+    #: ``apply_changes`` as written in the fleet file, by setting (operator argument) name
+    apply_changes: dict[str, Any] = field(default_factory=dict)
     on_failure: tuple[NotifierSpec, ...] = ()
     on_success: tuple[NotifierSpec, ...] = ()
 
@@ -110,6 +136,19 @@ class Foundation:
     @property
     def window_days(self) -> int:
         return window_days(self.expires_within)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every setting of this foundation's rotation by operator argument: the fleet file's, else the default."""
+        return {
+            **DEFAULT_SETTINGS,
+            "opsman_conn_id": self.conn_id,
+            "expires_within": self.expires_within,
+            "poll_interval_seconds": self.poll_interval_seconds,
+            "if_installation_running": self.if_installation_running,
+            "custom_ca_conn_id": self.custom_ca_conn_id,
+            **self.apply_changes,
+        }
 
 
 @dataclass(frozen=True)
@@ -248,6 +287,12 @@ def _foundation(item: dict[str, Any], fail: Any) -> Foundation:
     wait_mode = item.get("wait_mode", WAIT_MODES[0])
     if wait_mode not in WAIT_MODES:
         raise fail("wait_mode", f"must be one of {', '.join(WAIT_MODES)}; got {wait_mode!r}")
+    running = item.get("if_installation_running", "wait")
+    if running not in ("wait", "fail"):
+        raise fail("if_installation_running", f"must be wait or fail; got {running!r}")
+    custom_ca = item.get("custom_ca_conn_id")
+    if custom_ca is not None and (not isinstance(custom_ca, str) or not CONN_ID_PATTERN.match(custom_ca)):
+        raise fail("custom_ca_conn_id", f"must be an Airflow connection id or null; got {custom_ca!r}")
     return Foundation(
         name=name,
         conn_id=conn_id,
@@ -255,7 +300,9 @@ def _foundation(item: dict[str, Any], fail: Any) -> Foundation:
         expires_within=window,
         poll_interval_seconds=poll,
         wait_mode=wait_mode,
-        param_defaults=_apply_changes(item.get("apply_changes") or {}, fail),
+        if_installation_running=running,
+        custom_ca_conn_id=custom_ca,
+        apply_changes=_apply_changes(item.get("apply_changes") or {}, fail),
         **_notifiers(item.get("notifiers") or {}, fail),
     )
 
@@ -263,7 +310,7 @@ def _foundation(item: dict[str, Any], fail: Any) -> Foundation:
 def _apply_changes(options: Any, fail: Any) -> dict[str, Any]:
     if not isinstance(options, dict):
         raise fail("apply_changes", "must be a mapping")
-    params: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
     for key, value in options.items():
         where = f"apply_changes.{key}"
         if key not in APPLY_CHANGES_FIELDS:
@@ -278,8 +325,8 @@ def _apply_changes(options: Any, fail: Any) -> dict[str, Any]:
             raise fail(where, f"must be all, none or a list of product GUIDs or names; got {value!r}")
         if key == "errands" and not (isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())):
             raise fail(where, f"must map a product GUID or name to {{run_post_deploy: {{errand: true/false}}}}; got {value!r}")
-        params[APPLY_CHANGES_FIELDS[key]] = value
-    return params
+        settings[APPLY_CHANGES_FIELDS[key]] = value
+    return settings
 
 
 def _notifiers(value: Any, fail: Any) -> dict[str, tuple[NotifierSpec, ...]]:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import ssl
 import tempfile
 import threading
@@ -40,11 +41,16 @@ from airflow.providers.http.hooks.http import HttpAsyncHook, HttpHook
 from airflow.sdk.log import mask_secret
 from cryptography import x509
 
+from opsman.compat import aget_connection
+from opsman.constants import DEFAULT_CONN_ID, EXPIRES_WITHIN_PATTERN
 from opsman.exceptions import (
     OpsManagerApiError,
     OpsManagerAuthError,
     OpsManagerConfigError,
+    OpsManagerCredentialsError,
     OpsManagerNotFoundError,
+    OpsManagerPermissionError,
+    OpsManagerRejectedError,
     OpsManagerResponseError,
     OpsManagerTransientError,
     SafetyViolationError,
@@ -62,7 +68,6 @@ from opsman.models import (
 )
 
 CONN_TYPE = "opsman"
-DEFAULT_CONN_ID = "opsman_default"
 
 #: Statuses after which a request may not have been processed, or a load balancer answered for
 #: Ops Manager: retried for reads, reported as "outcome unknown" for writes.
@@ -70,7 +75,6 @@ TRANSIENT_STATUSES = frozenset({502, 503, 504})
 #: The CA calls also answer 207 Multi-Status with warnings (opsman-api.md §0).
 CA_OK = (200, 207)
 GUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-EXPIRES_WITHIN_PATTERN = re.compile(r"^[1-9]\d*[dwmy]$")
 
 _TRUE = {"true", "1", "yes", "on"}
 
@@ -211,23 +215,27 @@ class OpsManagerConnectionSettings:
         return f"user '{self.username}'" if self.uses_password_grant else f"client '{self.client_id}'"
 
     def trust_bundle_path(self) -> str:
-        """A CA bundle file for requests: the system bundle plus ``ca_cert`` (as om adds it to the pool)."""
-        assert self.ca_cert_pem is not None
-        digest = hashlib.sha256(self.ca_cert_pem.encode()).hexdigest()[:16]
+        """A CA bundle file for requests: the operating system's trust store plus ``ca_cert``.
+
+        om adds ``--ca-cert`` to the system pool; so do we. The file is always passed as ``verify``,
+        so ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (which requests lets replace ``verify=True``)
+        never replace what the connection asked for.
+        """
+        pem = system_trust_pem() + ("\n" + self.ca_cert_pem.strip() + "\n" if self.ca_cert_pem else "")
+        digest = hashlib.sha256(pem.encode()).hexdigest()[:16]
         path = Path(tempfile.gettempdir()) / f"opsman-ca-bundle-{os.getuid()}-{digest}.pem"
         if not path.exists():
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".opsman-ca-")
             with os.fdopen(fd, "w") as out:
-                out.write(Path(certifi.where()).read_text())
-                out.write("\n" + self.ca_cert_pem.strip() + "\n")
+                out.write(pem)
             os.replace(tmp, path)
         return str(path)
 
     def ssl_context(self) -> ssl.SSLContext | bool:
-        """The aiohttp ``ssl=`` argument: False when validation is skipped, else a verifying context."""
+        """The aiohttp ``ssl=`` argument: False when validation is skipped, else the system store plus ``ca_cert``."""
         if self.skip_ssl_validation:
             return False
-        context = ssl.create_default_context(cafile=certifi.where())
+        context = ssl.create_default_context()
         if self.ca_cert_pem:
             context.load_verify_locations(cadata=self.ca_cert_pem)
         return context
@@ -235,13 +243,52 @@ class OpsManagerConnectionSettings:
     def requests_verify(self) -> bool | str:
         if self.skip_ssl_validation:
             return False
-        return self.trust_bundle_path() if self.ca_cert_pem else True
+        return self.trust_bundle_path()
+
+
+def system_trust_pem() -> str:
+    """The operating system's trust store as PEM text, where OpenSSL finds it.
+
+    OpenSSL's default file (``SSL_CERT_FILE`` when set, as Go's system pool used by om honours it),
+    else the certificates of its default directory; ``certifi`` only where the system has neither.
+    """
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile and Path(paths.cafile).is_file():
+        return Path(paths.cafile).read_text()
+    texts = []
+    if paths.capath and Path(paths.capath).is_dir():
+        for entry in sorted(Path(paths.capath).iterdir()):
+            if re.fullmatch(r"[0-9a-f]{8}\.\d+", entry.name) and entry.is_file():
+                texts.append(entry.read_text())
+    return "\n".join(texts) if texts else Path(certifi.where()).read_text()
+
+
+def _token_scopes(body: dict[str, Any], value: str) -> frozenset[str] | None:
+    """The groups a token grants: the token response's ``scope`` (OAuth 2), else the JWT's ``scope`` claim.
+
+    Only read to explain a missing role early; Ops Manager decides. None when neither says.
+    """
+    scope = body.get("scope")
+    if isinstance(scope, str) and scope.strip():
+        return frozenset(scope.split())
+    try:
+        payload = value.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    scope = claims.get("scope") if isinstance(claims, dict) else None
+    if isinstance(scope, list) and all(isinstance(s, str) for s in scope):
+        return frozenset(scope)
+    if isinstance(scope, str) and scope.strip():
+        return frozenset(scope.split())
+    return None
 
 
 @dataclass
 class _Token:
     value: str = field(repr=False)
     expires_at: float | None  # deadline on ``clock``; None when UAA gave no expiry
+    scopes: frozenset[str] | None = None
     # Seconds on a clock that only moves forward; tests drive it with the simulator's clock to pin the
     # renewal lead exactly, whatever the machine's load.
     clock: ClassVar[Callable[[], float]] = staticmethod(time.monotonic)
@@ -252,15 +299,16 @@ class _Token:
             raise OpsManagerAuthError(f"UAA at {token_url} answered without an access_token")
         value = body["access_token"]
         mask_secret(value)
+        scopes = _token_scopes(body, value)
         try:
             expires_in = float(body.get("expires_in") or 0)
         except (TypeError, ValueError):
             expires_in = 0.0
         if expires_in <= 0:
-            return cls(value, None)
+            return cls(value, None, scopes)
         # Refresh ahead of expiry: a quarter of the lifetime, at most a minute (om uses 10 s).
         lead = min(60.0, expires_in / 4)
-        return cls(value, cls.clock() + expires_in - lead)
+        return cls(value, cls.clock() + expires_in - lead, scopes)
 
     def is_fresh(self) -> bool:
         return self.expires_at is None or self.clock() < self.expires_at
@@ -295,6 +343,51 @@ def _tls_error(settings: OpsManagerConnectionSettings, err: Exception) -> OpsMan
         f"TLS verification of {settings.base_url} failed ({reason[:200]}). Set extra ca_cert on connection "
         f"'{settings.conn_id}' to the CA that signed Ops Manager's certificate (PEM text or a file path)."
     )
+
+
+#: getaddrinfo answers that mean "this name does not exist" (EAI_AGAIN, a DNS server that could not
+#: be reached, stays transient).
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
+
+def _unresolvable(err: BaseException) -> bool:
+    """True when a connection error's cause is a host name that does not exist."""
+    seen: set[int] = set()
+    todo: list[Any] = [err]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, socket.gaierror):
+            return item.errno in _NO_SUCH_NAME
+        todo.extend([getattr(item, "reason", None), getattr(item, "os_error", None), item.__cause__, item.__context__])
+        todo.extend(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))
+    return False
+
+
+def _unresolvable_error(settings: OpsManagerConnectionSettings, url: str) -> OpsManagerConfigError:
+    host = urlparse(url).hostname
+    return OpsManagerConfigError(
+        f"the host name {host!r} does not resolve (no such name in DNS). Check the host (or extra uaa_url) of "
+        f"connection '{settings.conn_id}': it must be the Ops Manager's name as its operators reach it"
+    )
+
+
+def _token_refused(settings: OpsManagerConnectionSettings, url: str, status: int, messages: str) -> OpsManagerAuthError:
+    """UAA's refusal: wrong credentials and a wrong UAA URL are not retried; anything else is."""
+    if status in (400, 401, 403):
+        return OpsManagerCredentialsError(
+            f"UAA at {url} refused to issue a token for {settings.principal} (HTTP {status}: {messages}). "
+            f"Check the login/password or client_id/client_secret of connection '{settings.conn_id}'; "
+            "not retried, a retry would send the same credentials."
+        )
+    if status == 404:
+        return OpsManagerConfigError(  # type: ignore[return-value]
+            f"no UAA token endpoint at {url} (HTTP 404). Check the host or extra uaa_url of connection "
+            f"'{settings.conn_id}' (default: <host>/uaa)."
+        )
+    return OpsManagerAuthError(f"UAA at {url} answered HTTP {status} ({messages}) to the token request; try again later")
 
 
 def _backoff(settings: OpsManagerConnectionSettings) -> Any:
@@ -350,12 +443,36 @@ def _raise_for_status(call: str, method: str, path: str, status: int, body: Any,
         raise OpsManagerTransientError(call, method, path, status, messages)
     if status == 404:
         raise OpsManagerNotFoundError(call, method, path, status, messages)
-    hint = ""
+    if status == 403:
+        raise OpsManagerPermissionError(call, method, path, status, messages, hint=permission_hint(method, path))
     if status == 401:
-        hint = "Ops Manager rejected a freshly issued token; check the UAA user's or client's scopes"
-    elif status == 403:
-        hint = "the UAA user or client lacks permission (needs opsman.admin or a full-access role)"
-    raise OpsManagerApiError(call, method, path, status, messages, hint=hint)
+        # A second 401 right after a new token: usually a revocation racing us, so the task's retries stay.
+        raise OpsManagerApiError(
+            call, method, path, status, messages,
+            hint="Ops Manager rejected a freshly issued token; check the UAA user's or client's opsman.* groups",
+        )
+    if status in (400, 422):
+        # Ops Manager's own words say what is wrong; the same request would get the same answer.
+        raise OpsManagerRejectedError(call, method, path, status, messages)
+    raise OpsManagerApiError(call, method, path, status, messages)
+
+
+
+
+def permission_hint(method: str, path: str) -> str:
+    """The role a refused call needs, for the error message."""
+    if method == "GET" and "/credentials/" in path:
+        return (
+            "Reading a credential needs a full role (Full Control, opsman.full_control, or Administrator, "
+            "opsman.admin); Restricted roles may not read credentials"
+        )
+    if method in ("POST", "PUT", "PATCH", "DELETE"):
+        return (
+            "This change needs a control role: Restricted Control (opsman.restricted_control) is enough, or "
+            "Full Control / Administrator; a view role may only read. Give the connection's UAA user or client "
+            "such a role, then clear this task"
+        )
+    return "The connection's UAA user or client needs an Ops Manager role (e.g. opsman.restricted_control)"
 
 
 class _Endpoints:
@@ -456,6 +573,9 @@ class OpsManagerHook(HttpHook):
             self.base_url = settings.base_url
             session = requests.Session()
             session.verify = settings.requests_verify()
+            overrides = [name for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if os.environ.get(name)]
+            if overrides and session.verify:
+                self.log.debug("%s not used for Ops Manager: it trusts the system store plus extra ca_cert", overrides)
             self._session = self._configure_session_from_mount_adapters(session)
         if headers:
             self._session.headers.update(headers)
@@ -471,6 +591,13 @@ class OpsManagerHook(HttpHook):
             self._token = self._fetch_token()
         return self._token.value
 
+    def granted_scopes(self) -> frozenset[str] | None:
+        """The UAA groups of the connection's token (fetching one if needed); None when UAA does not say."""
+        with self._lock:
+            self._access_token()
+            assert self._token is not None
+            return self._token.scopes
+
     def _fetch_token(self) -> _Token:
         settings = self.settings
         url, basic, form = settings.token_request()
@@ -485,6 +612,8 @@ class OpsManagerHook(HttpHook):
             except requests.exceptions.SSLError as err:
                 raise _tls_error(settings, err) from None
             except (requests.ConnectionError, requests.Timeout) as err:
+                if _unresolvable(err):
+                    raise _unresolvable_error(settings, url) from None
                 raise OpsManagerTransientError("get UAA token", "POST", url, None, [type(err).__name__]) from None
 
         response = self._retrying(3, "get UAA token")(attempt)
@@ -494,10 +623,7 @@ class OpsManagerHook(HttpHook):
             body = _decode("get UAA token", "POST", url, response.status_code,
                            response.headers.get("Content-Type", ""), response.text) if response.text else {}
             messages = "; ".join(_error_messages(body)) or f"HTTP {response.status_code}"
-            raise OpsManagerAuthError(
-                f"UAA at {url} refused to issue a token for {settings.principal} (HTTP {response.status_code}: "
-                f"{messages}). Check the login/password or client_id/client_secret of connection '{settings.conn_id}'."
-            )
+            raise _token_refused(settings, url, response.status_code, messages)
         body = _decode("get UAA token", "POST", url, 200, response.headers.get("Content-Type", ""), response.text)
         return _Token.from_response(body, url)
 
@@ -527,27 +653,30 @@ class OpsManagerHook(HttpHook):
         params: dict[str, str] | None = None,
         accept: Iterable[int] = (200,),
         idempotent: bool,
+        authenticated: bool = True,
     ) -> tuple[int, Any]:
         """Send one API request and return (status, decoded JSON body)."""
         accept = tuple(accept)
         attempts = self.settings.read_attempts if idempotent else 1
         with self._lock:
             return self._retrying(attempts, call)(
-                self._send_once, call, method, path, json_body, params, accept
+                self._send_once, call, method, path, json_body, params, accept, authenticated
             )
 
     def _send_once(
-        self, call: str, method: str, path: str, json_body: Any, params: dict[str, str] | None, accept: tuple[int, ...]
+        self, call: str, method: str, path: str, json_body: Any, params: dict[str, str] | None, accept: tuple[int, ...],
+        authenticated: bool = True,
     ) -> tuple[int, Any]:
         session = self.get_conn()
         url = self.settings.base_url + path
         for refreshed in (False, True):
             headers = {
-                "Authorization": f"Bearer {self._access_token()}",
                 # om sends this on every request, GET and DELETE included (opsman-api.md §0).
                 "Content-Type": "application/json",
                 "Accept": "application/json",
             }
+            if authenticated:
+                headers["Authorization"] = f"Bearer {self._access_token()}"
             try:
                 response = session.request(
                     method, url, headers=headers, params=params,
@@ -559,6 +688,8 @@ class OpsManagerHook(HttpHook):
             except requests.exceptions.SSLError as err:
                 raise _tls_error(self.settings, err) from None
             except (requests.ConnectionError, requests.Timeout) as err:
+                if _unresolvable(err):
+                    raise _unresolvable_error(self.settings, url) from None
                 transient = OpsManagerTransientError(
                     call, method, path, None, [f"{type(err).__name__}: the request may or may not have reached Ops Manager"]
                 )
@@ -692,12 +823,28 @@ class OpsManagerHook(HttpHook):
         except (KeyError, TypeError):
             raise OpsManagerResponseError(f"{call}: the response has no credential.value.cert_pem") from None
 
+    def get_version(self) -> tuple[int, int] | None:
+        """``GET /api/v0/info`` (no token needed): Ops Manager's (major, minor), None when it does not say."""
+        _, body = self._call("get Ops Manager version", "GET", _Endpoints.INFO, idempotent=True, authenticated=False)
+        version = body.get("info", {}).get("version") if isinstance(body, dict) and isinstance(body.get("info"), dict) else None
+        match = re.match(r"^(\d+)\.(\d+)", version) if isinstance(version, str) else None
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
     def set_recreate_vms_on_next_deploy(self) -> None:
-        """``PUT /api/v0/staged/director/properties``: recreate every VM at the next Apply Changes (as om)."""
+        """``PUT /api/v0/staged/director/properties``: recreate every VM at the next Apply Changes (as om).
+
+        The director's own flag exists from Ops Manager 2.9: om sends both flags to 2.9 and later,
+        only ``bosh_recreate_on_next_deploy`` to older ones (and when the version is unknown).
+        """
         call = "set recreate VMs on next deploy"
-        body = {
-            "director_configuration": {"bosh_recreate_on_next_deploy": True, "bosh_director_recreate_on_next_deploy": True}
-        }
+        flags = {"bosh_recreate_on_next_deploy": True}
+        version = self.get_version()
+        if version is not None and version >= (2, 9):
+            flags["bosh_director_recreate_on_next_deploy"] = True
+        else:
+            self.log.info("Ops Manager %s is older than 2.9 or did not say: recreating product VMs only (as om)",
+                          ".".join(map(str, version)) if version else "version")
+        body = {"director_configuration": flags}
         # Setting the same flags twice has the same effect, so this write may be retried.
         self._call(call, "PUT", _Endpoints.DIRECTOR_PROPERTIES, json_body=body, idempotent=True)
 
@@ -730,7 +877,7 @@ class OpsManagerAsyncHook(HttpAsyncHook):
 
     async def get_settings(self) -> OpsManagerConnectionSettings:
         if self._settings is None:
-            conn = await self.aget_connection(self.opsman_conn_id)
+            conn = await aget_connection(self, self.opsman_conn_id)
             self._settings = OpsManagerConnectionSettings.from_connection(conn)
             if self._settings.skip_ssl_validation:
                 self.log.warning("TLS certificate validation for Ops Manager %s is OFF", self._settings.base_url)
@@ -753,14 +900,14 @@ class OpsManagerAsyncHook(HttpAsyncHook):
         except aiohttp.ClientConnectorCertificateError as err:
             raise _tls_error(settings, err) from None
         except (aiohttp.ClientError, TimeoutError) as err:
+            if _unresolvable(err):
+                raise _unresolvable_error(settings, url) from None
             raise OpsManagerTransientError("get UAA token", "POST", url, None, [type(err).__name__]) from None
         if status in TRANSIENT_STATUSES:
             raise OpsManagerTransientError("get UAA token", "POST", url, status, [])
         if status != 200:
-            raise OpsManagerAuthError(
-                f"UAA at {url} refused to issue a token for {settings.principal} (HTTP {status}). "
-                f"Check the credentials of connection '{settings.conn_id}'."
-            )
+            body = _decode("get UAA token", "POST", url, status, "", text) if text.strip() else {}
+            raise _token_refused(settings, url, status, "; ".join(_error_messages(body)) or f"HTTP {status}")
         self._token = _Token.from_response(_decode("get UAA token", "POST", url, status, "", text), url)
         return self._token.value
 
@@ -795,6 +942,8 @@ class OpsManagerAsyncHook(HttpAsyncHook):
                 except aiohttp.ClientConnectorCertificateError as err:
                     raise _tls_error(settings, err) from None
                 except (aiohttp.ClientError, TimeoutError) as err:
+                    if _unresolvable(err):
+                        raise _unresolvable_error(settings, settings.base_url) from None
                     transient = OpsManagerTransientError(call, "GET", path, None, [type(err).__name__])
                     transient.timed_out = isinstance(err, TimeoutError)
                     raise transient from None

@@ -342,15 +342,19 @@ class ApplyChangesOptions:
         return body
 
 
-def new_log_text(logs: str, offset: int) -> tuple[str, int]:
+def new_log_text(logs: str, offset: int, final: bool = False) -> tuple[str, int]:
     """The part of a cumulative installation log not seen yet, and the new offset.
 
-    Ops Manager's log endpoint returns the whole log so far. Only complete lines are returned, so a
-    line being written while we read is printed once, whole, on a later read. A log shorter than the
-    offset (Ops Manager restarted the log) yields nothing, as om does.
+    Ops Manager's log endpoint returns the whole log so far. While the installation runs only
+    complete lines are returned, so a line being written while we read is printed once, whole, on a
+    later read; ``final`` (the installation has ended) returns the rest, a last line without a
+    newline included. A log shorter than the offset (Ops Manager restarted the log) yields nothing,
+    as om does.
     """
     if len(logs) <= offset:
         return "", offset
+    if final:
+        return logs[offset:], len(logs)
     end = logs.rfind("\n", offset) + 1
     if end <= offset:
         return "", offset

@@ -18,22 +18,23 @@ import datetime as dt
 import time
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cryptography import x509
 
+from opsman.compat import AirflowFailException, AirflowSkipException
+from opsman.constants import CREDENTIAL_ROLES, DEFAULT_CONN_ID, EXPIRES_WITHIN_PATTERN, WRITE_ROLES
 from opsman.custom_ca import CustomCertificateAuthority, load_custom_ca
 from opsman.exceptions import (
     OpsManagerApiError,
     OpsManagerConfigError,
     OpsManagerError,
     OpsManagerNotFoundError,
+    OpsManagerPermissionError,
     OpsManagerTransientError,
     RotationStateError,
 )
-from opsman.hooks import DEFAULT_CONN_ID, EXPIRES_WITHIN_PATTERN, OpsManagerHook
 from opsman.links import OpsManagerCertificatesLink, OpsManagerInstallationLink
 from opsman.models import (
     ApplyChangesOptions,
@@ -54,6 +55,9 @@ from opsman.planning import (
     RotationPlan,
     plan_rotation,
 )
+
+if TYPE_CHECKING:
+    from opsman.hooks import OpsManagerHook
 
 WATERMARK_KEY = "installation_watermark"
 AFTER_INSTALLATION_KEY = "after_installation_id"
@@ -131,6 +135,8 @@ class OpsManagerBaseOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> OpsManagerHook:
+        from opsman.hooks import OpsManagerHook  # when a task runs: parsing the DAG file does not need it (see constants)
+
         return OpsManagerHook(opsman_conn_id=self.opsman_conn_id)
 
     def authorities(self) -> list[CertificateAuthority]:
@@ -228,14 +234,47 @@ class CheckOpsManagerOperator(OpsManagerBaseOperator):
 
     template_fields: Sequence[str] = (
         *OpsManagerBaseOperator.template_fields, "expires_within", "if_installation_running", "custom_ca_conn_id",
+        "dry_run",
     )
 
     def __init__(self, *, expires_within: str = "3m", if_installation_running: str = "wait", custom_ca_conn_id: Any = None,
-                 **kwargs: Any) -> None:
+                 dry_run: Any = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.expires_within = expires_within
         self.if_installation_running = if_installation_running
         self.custom_ca_conn_id = custom_ca_conn_id
+        self.dry_run = dry_run
+
+    def check_role(self) -> str:
+        """Refuse a role that may not write, before any write; say what a restricted role changes.
+
+        The token's groups (its ``scope``) tell the role without a write. When they name no Ops
+        Manager group, nothing can be told in advance: a missing permission then fails the first
+        write with HTTP 403, not retried, naming the role needed.
+        """
+        scopes = self.hook.granted_scopes()
+        groups = sorted(s for s in scopes or () if s.startswith("opsman."))
+        if not groups:
+            self.log.info("The token names no Ops Manager role; a missing permission would fail the first write (HTTP 403)")
+            return "unknown"
+        if not set(groups) & set(WRITE_ROLES):
+            message = (
+                f"the connection's UAA user or client has only {', '.join(groups)}, which may not change Ops Manager. "
+                "A rotation needs a control role: Restricted Control (opsman.restricted_control) is enough; Full "
+                "Control (opsman.full_control) or Administrator (opsman.admin) also work. Grant one in Ops Manager "
+                "(or use another connection), then trigger again"
+            )
+            if as_flag(self.dry_run, "dry_run"):
+                self.log.warning("Dry run continues (it only reads), but a real run would fail: %s", message)
+                return "view"
+            raise AirflowFailException(message)
+        if not set(groups) & set(CREDENTIAL_ROLES):
+            self.log.info(
+                "Role %s may not read credentials: verification checks Ops Manager certificates by issue time "
+                "instead of by their PEM", ", ".join(groups),
+            )
+            return "restricted_control"
+        return "full"
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.if_installation_running not in ("wait", "fail"):
@@ -246,6 +285,7 @@ class CheckOpsManagerOperator(OpsManagerBaseOperator):
         if uploaded is not None:
             self.log.info("Rotating to the CA of connection '%s' (SHA-256 %s)", self.custom_ca_conn_id, uploaded.fingerprint)
         cas = self.authorities()
+        role = self.check_role()
         expiring = self.hook.list_deployed_certificates(expires_within=self.expires_within)
         now = dt.datetime.now(dt.timezone.utc)
         soon = [ca for ca in cas if ca.expires_at and ca.expires_at <= now + dt.timedelta(days=window_days(self.expires_within))]
@@ -271,6 +311,7 @@ class CheckOpsManagerOperator(OpsManagerBaseOperator):
             "expiring_certificates": [c.name for c in expiring],
             "installation_watermark": watermark,
             "running_installation_id": running.id if running else None,
+            "role": role,
         }
 
 
@@ -778,9 +819,9 @@ class ApplyChangesOperator(RotationStepOperator):
         try:
             installation_id = self.hook.apply_changes(options)
         except OpsManagerApiError as err:
-            if not isinstance(err, OpsManagerTransientError) and err.status != 409:
-                raise
-            # Outcome unknown, or someone started one meanwhile: look before doing anything else.
+            # Outcome unknown, or refused because someone started one meanwhile. No source confirms
+            # what Ops Manager answers then (409? 422 with errors?), so any refusal is checked against
+            # the installations: a newer one carries this step's change, and we attach to it.
             self.log.warning("Starting Apply Changes did not answer cleanly (%s); reading installations", err)
             after_post = self.hook.list_installations()
             if not (after_post and after_post[0].id > newest_before):
@@ -801,14 +842,19 @@ def _key_identifier(pem: str, extension: type) -> str | None:
     return (value.key_identifier if extension is x509.AuthorityKeyIdentifier else value.digest).hex()
 
 
+def _refusal(err: OpsManagerApiError) -> str:
+    return f"PEM read refused: HTTP {err.status}" if err.status == 403 else f"PEM not found: HTTP {err.status}"
+
+
 class VerifyRotationOperator(OpsManagerBaseOperator):
     """Prove the rotation: one CA left, the new one, active and not expiring soon; every rotated leaf
     chains to it and none to the old CA.
 
     Leaves whose PEM the Ops Manager API serves (``location: ops_manager``) are checked by key
     identifiers: the leaf's authority key identifier against the CAs' subject key identifiers.
-    CredHub leaves have no PEM in the Ops Manager API; they are checked by issue time (issued after
-    the new CA was made). Certificates with their own procedure (CAs such as the Services TLS CA,
+    CredHub leaves have no PEM in the Ops Manager API, and a restricted role may not read PEMs (403),
+    nor does every Ops Manager serve every reference (404): those are checked by issue time (issued
+    after the new CA was made); each row says how it was checked and why, and ``checked_by`` counts both. Certificates with their own procedure (CAs such as the Services TLS CA,
     configurable ones) are listed as excluded.
 
     :param new_ca_guid: the CA the rotation moved to (templated).
@@ -829,6 +875,16 @@ class VerifyRotationOperator(OpsManagerBaseOperator):
         self.expires_within = expires_within
         self.dry_run = dry_run
 
+    def _pem(self, cert: Any, refused: str | None) -> tuple[str | None, str]:
+        """The certificate's PEM, or None and why not (a restricted role's 403, a 404): then its issue time decides."""
+        if refused is not None:
+            return None, refused
+        try:
+            return self.hook.get_deployed_certificate_pem(cert.product_guid, cert.property_reference), ""
+        except (OpsManagerPermissionError, OpsManagerNotFoundError) as err:
+            self.log.info("Cannot read the PEM of %s (%s); checking it by issue time", cert.name, err)
+            return None, _refusal(err)
+
     def execute(self, context: Context) -> dict[str, Any]:
         if as_flag(self.dry_run, "dry_run"):
             raise AirflowSkipException("dry run: nothing was rotated, nothing to verify")
@@ -845,15 +901,19 @@ class VerifyRotationOperator(OpsManagerBaseOperator):
         new_key = new_ca.subject_key_identifier if new_ca else None
 
         rows, excluded = [], []
+        refused: str | None = None  # after one 403 every credential read of this role is refused: stop asking
         for cert in self.hook.list_deployed_certificates():
             if cert.configurable or cert.is_ca:
                 excluded.append({"certificate": cert.name, "procedure": cert.rotation_procedure_name or
                                  ("configurable: rotate in the Ops Manager UI" if cert.configurable else "a CA with its own procedure")})
                 continue
+            pem, why_not = None, "CredHub: no PEM in the Ops Manager API"
             if cert.location == "ops_manager" and cert.product_guid and cert.property_reference:
-                aki = _key_identifier(
-                    self.hook.get_deployed_certificate_pem(cert.product_guid, cert.property_reference), x509.AuthorityKeyIdentifier
-                )
+                pem, why_not = self._pem(cert, refused)
+                if pem is None and why_not.startswith("PEM read refused"):
+                    refused = why_not
+            if pem is not None:
+                aki = _key_identifier(pem, x509.AuthorityKeyIdentifier)
                 if aki is not None and aki == new_key:
                     verdict, how = "new CA", "key identifier"
                 elif aki is not None and aki == self.old_ca_key_id:
@@ -863,7 +923,7 @@ class VerifyRotationOperator(OpsManagerBaseOperator):
             else:
                 made = new_ca.created_at if new_ca else None
                 issued_after = cert.valid_from is not None and made is not None and cert.valid_from >= made
-                verdict, how = ("new CA" if issued_after else "OLD CA"), "issued after the new CA"
+                verdict, how = ("new CA" if issued_after else "OLD CA"), f"issue time ({why_not})"
             rows.append({"certificate": cert.name, "location": cert.location, "valid_until": isoformat(cert.valid_until),
                          "signed_by": verdict, "checked_by": how})
         stale = [r["certificate"] for r in rows if r["signed_by"] != "new CA"]
@@ -875,7 +935,14 @@ class VerifyRotationOperator(OpsManagerBaseOperator):
         )
         for item in excluded:
             self.log.info("Excluded, needs its own procedure: %s (%s)", item["certificate"], item["procedure"])
-        report = {"new_ca": new_ca.summary() if new_ca else None, "certificates": rows, "excluded": excluded, "problems": problems}
+        checked = {
+            "key identifier": sum(r["checked_by"] == "key identifier" for r in rows),
+            "issue time": sum(r["checked_by"].startswith("issue time") for r in rows),
+        }
+        self.log.info("Checked %d certificate(s) by key identifier and %d by issue time",
+                      checked["key identifier"], checked["issue time"])
+        report = {"new_ca": new_ca.summary() if new_ca else None, "certificates": rows, "excluded": excluded,
+                  "checked_by": checked, "problems": problems}
         if problems:
             raise AirflowFailException("Rotation verification failed: " + "; ".join(problems))
         self.log.info("Verified: CA %s is the only CA, active, and signs all %d rotated certificates", self.new_ca_guid, len(rows))

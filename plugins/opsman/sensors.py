@@ -6,17 +6,19 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from opsman.compat import AirflowFailException, AirflowSkipException
+from opsman.constants import DEFAULT_CONN_ID
 from opsman.exceptions import OpsManagerError
-from opsman.hooks import DEFAULT_CONN_ID, OpsManagerHook
 from opsman.links import OpsManagerInstallationLink
 from opsman.models import InstallationStatus, log_tail, new_log_text
 from opsman.operators import optional_int
-from opsman.triggers import InstallationTrigger
+
+if TYPE_CHECKING:
+    from opsman.hooks import OpsManagerHook
 
 EVENT_STATUSES = {"succeeded", "failed", "error", "timeout"}
 
@@ -65,6 +67,8 @@ class ApplyChangesSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> OpsManagerHook:
+        from opsman.hooks import OpsManagerHook  # when a task runs: parsing the DAG file does not need it (see constants)
+
         return OpsManagerHook(opsman_conn_id=self.opsman_conn_id)
 
     @property
@@ -74,8 +78,8 @@ class ApplyChangesSensor(BaseSensorOperator):
         except (TypeError, ValueError):
             raise OpsManagerError(f"installation_id must be an integer, got {self.installation_id!r}") from None
 
-    def _print_new_log(self) -> None:
-        text, self._log_offset = new_log_text(self.hook.get_installation_logs(self._id), self._log_offset)
+    def _print_new_log(self, final: bool = False) -> None:
+        text, self._log_offset = new_log_text(self.hook.get_installation_logs(self._id), self._log_offset, final)
         for line in text.splitlines():
             self.log.info("[installation %d] %s", self._id, line)
         self._last_log_fetch = time.monotonic()
@@ -105,7 +109,7 @@ class ApplyChangesSensor(BaseSensorOperator):
         # In reschedule mode every poke is a new process with no offset: the log only at the end, once.
         periodic = not self.reschedule and time.monotonic() - self._last_log_fetch >= self.log_interval_seconds
         if status.is_terminal or periodic:
-            self._print_new_log()
+            self._print_new_log(final=status.is_terminal)
         if status is InstallationStatus.FAILED:
             self._fail()
         if status.is_successful:
@@ -124,6 +128,8 @@ class ApplyChangesSensor(BaseSensorOperator):
             return self._id
         if self.poke(context):
             return self._id
+        from opsman.triggers import InstallationTrigger  # imports the hook (see constants)
+
         self.defer(
             trigger=InstallationTrigger(
                 opsman_conn_id=self.opsman_conn_id,
@@ -155,4 +161,6 @@ class ApplyChangesSensor(BaseSensorOperator):
                 f"gave up after {self.timeout} s: {event.get('message')}; nothing was cancelled. "
                 "Check Ops Manager, then clear this task to wait again."
             )
+        if event.get("permanent"):
+            raise AirflowFailException(f"waiting for installation {self._id} failed: {event.get('message')}")
         raise OpsManagerError(f"waiting for installation {self._id} failed: {event.get('message')}")

@@ -13,9 +13,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from opsman.compat import AirflowFailException
 from opsman.exceptions import OpsManagerError, OpsManagerNotFoundError
 from opsman.hooks import OpsManagerAsyncHook
 from opsman.models import new_log_text
+
+#: Stream breaks (ended without exit, connection lost) after which the trigger polls the log instead.
+MAX_STREAM_BREAKS = 3
 
 
 class InstallationTrigger(BaseTrigger):
@@ -54,6 +58,7 @@ class InstallationTrigger(BaseTrigger):
         self.after_installation_id = after_installation_id
         self.stream_logs = stream_logs
         self._streamed_to_end = False
+        self._stream_breaks = 0
         self.poll_interval_seconds = float(poll_interval_seconds)
         self.log_interval_seconds = float(log_interval_seconds)
         self.log_offset = int(log_offset)
@@ -74,37 +79,66 @@ class InstallationTrigger(BaseTrigger):
             },
         )
 
-    def _event(self, status: str, message: str) -> TriggerEvent:
+    def _event(self, status: str, message: str, permanent: bool = False) -> TriggerEvent:
         return TriggerEvent(
             {
                 "status": status,
                 "installation_id": self.installation_id,
                 "log_offset": self.log_offset,
                 "message": message,
+                # An error no retry can fix (rejected credentials, missing permission): the task fails at once.
+                "permanent": permanent,
             }
         )
 
-    async def _print_new_log(self, hook: OpsManagerAsyncHook) -> None:
-        text, self.log_offset = new_log_text(await hook.get_installation_logs(self.installation_id), self.log_offset)
+    async def _print_new_log(self, hook: OpsManagerAsyncHook, final: bool = False) -> None:
+        logs = await hook.get_installation_logs(self.installation_id)
+        text, self.log_offset = new_log_text(logs, self.log_offset, final)
         for line in text.splitlines():
             self.log.info("[installation %d] %s", self.installation_id, line)
 
     async def _stream_log(self, hook: OpsManagerAsyncHook) -> None:
-        """Print the running installation's log as it streams; on any trouble fall back to polling."""
+        """Print the running installation's log from the stream, each line once.
+
+        The stream replays the whole log before going live (reference: 3.0 API), on every
+        connection. ``log_offset`` counts the characters of the log already printed (by the sensor,
+        an earlier stream or a poll), so replayed lines are counted, not printed. A stream that ends
+        without its ``exit`` event is reopened; after ``MAX_STREAM_BREAKS`` breaks, or where the
+        endpoint is missing, the log is polled instead.
+        """
+        position, installing = 0, False
         try:
             async for event, data in hook.stream_current_log():
-                if event == "exit":
-                    self._streamed_to_end = True
+                if event == "step_info":
+                    installing = True
+                elif event == "exit":
+                    # An exit without step_info means nothing was running when the stream opened:
+                    # our installation ended meanwhile, and the final poll prints what is left.
+                    self._streamed_to_end = installing
+                    if not installing:
+                        self.stream_logs = False
                     return
-                if event == "":
-                    for line in data.splitlines():
-                        self.log.info("[installation %d] %s", self.installation_id, line)
-                        self.log_offset += len(line) + 1
+                elif event == "":
+                    for line in data.split("\n"):
+                        position += len(line) + 1
+                        if position > self.log_offset:
+                            self.log.info("[installation %d] %s", self.installation_id, line)
+                            self.log_offset = position
+            trouble = "the stream ended before its exit event"
         except OpsManagerNotFoundError:
             self.log.info("This Ops Manager has no streaming log endpoint; polling the installation log instead")
-        except OpsManagerError as err:
-            self.log.warning("Streaming the installation log failed (%s); polling it instead", err)
-        self.stream_logs = False
+            self.stream_logs = False
+            return
+        except (OpsManagerError, ValueError) as err:  # ValueError: aiohttp's "line too long"
+            trouble = str(err)
+        self._stream_breaks += 1
+        if self._stream_breaks > MAX_STREAM_BREAKS:
+            self.log.warning("Streaming the installation log failed %d times (%s); polling it instead",
+                             self._stream_breaks, trouble)
+            self.stream_logs = False
+        else:
+            self.log.info("Streaming the installation log broke (%s); reopening it (it replays, printed lines are skipped)",
+                          trouble)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = OpsManagerAsyncHook(opsman_conn_id=self.opsman_conn_id)
@@ -133,7 +167,7 @@ class InstallationTrigger(BaseTrigger):
                 now = time.monotonic()
                 due = status.is_terminal or now - last_log_fetch >= self.log_interval_seconds
                 if due and not self._streamed_to_end:
-                    await self._print_new_log(hook)
+                    await self._print_new_log(hook, final=status.is_terminal)
                     last_log_fetch = now
                 if status.is_terminal:
                     yield self._event(status.value, f"installation {self.installation_id} {status.value}")
@@ -143,4 +177,4 @@ class InstallationTrigger(BaseTrigger):
                     return
                 await asyncio.sleep(self.poll_interval_seconds)
         except Exception as err:  # every failure reaches the task as one clear event
-            yield self._event("error", f"{type(err).__name__}: {err}")
+            yield self._event("error", f"{type(err).__name__}: {err}", permanent=isinstance(err, AirflowFailException))

@@ -116,14 +116,55 @@ class TestFleetDags:
         assert set(bag.dag_ids) == {"opsman_ca_rotation__east", "opsman_ca_rotation__west", "opsman_ca_rotation__lab",
                                     "opsman_certificate_expiry_report"}
         east, west, lab = (bag.dags[f"opsman_ca_rotation__{n}"] for n in ("east", "west", "lab"))
-        assert east.params["opsman_conn_id"] == "opsman_east_conn" and west.params["opsman_conn_id"] == "opsman_west_conn"
-        assert west.params["expires_within"] == "6w" and lab.params["deploy_products"] == "none"
+        check = "preflight.check_ops_manager"
+        assert east.get_task(check).opsman_conn_id == "opsman_east_conn" and west.get_task(check).opsman_conn_id == "opsman_west_conn"
+        assert west.get_task(check).expires_within == "6w"
+        assert lab.get_task("initial_apply_changes.apply_changes").deploy_products == "none"
         assert (east.schedule, west.schedule, lab.schedule) == ("@daily", "0 6 * * 1-4", None)
         # The documented procedure of the default DAG, with the expiry check in front of everything.
         due = east.get_task("rotation_due")
         assert set(east.task_ids) - {"rotation_due"} == set(ROTATION_TASK_IDS)
         assert east.get_task("preflight.check_ops_manager").upstream_task_ids == {"rotation_due"}
         assert {t.task_id for t in due.get_flat_relatives(upstream=False)} == set(ROTATION_TASK_IDS)
+
+    def test_the_form_has_only_the_per_run_choices_and_every_setting_comes_from_the_fleet_file(self, fleet, sim, young_sim):
+        errands = {"cf": {"run_post_deploy": {"smoke-tests": True}}}
+        options = {"deploy_products": ["cf"], "errands": errands, "recreate_vms": True, "force_latest_variables": True,
+                   "ignore_warnings": True, "mode": "manual", "initial": False}
+        fleet({"east": (sim, {"expires_within": "6w", "poll_interval_seconds": 7, "wait_mode": "reschedule",
+                              "if_installation_running": "fail", "custom_ca_conn_id": "my_ca", "apply_changes": options}),
+               "west": (young_sim, {})})
+        bag = dagbag()
+        east, west = bag.dags["opsman_ca_rotation__east"], bag.dags["opsman_ca_rotation__west"]
+        for dag in (east, west):
+            assert list(dag.params.keys()) == ["dry_run", "only_if_due", "allow_pending_changes", "recent_rotation_days"]
+            assert dict(dag.params) == {"dry_run": False, "only_if_due": False, "allow_pending_changes": False,
+                                        "recent_rotation_days": 7}
+            assert all(not t.params for t in dag.tasks), "tasks carry no copy of the form; runs merge the DAG's"
+        expected = {"opsman_conn_id": "opsman_east_conn", "expires_within": "6w", "poll_interval_seconds": 7,
+                    "wait_poll_seconds": 7, "if_installation_running": "fail", "custom_ca_conn_id": "my_ca",
+                    "deploy_products": ["cf"], "errands": errands, "recreate_vms": True, "force_latest_variables": True,
+                    "ignore_warnings": True, "apply_changes_mode": "manual", "initial_apply_changes": False}
+        seen: dict[str, set] = {}
+        for task in east.tasks:
+            for name, value in expected.items():
+                if hasattr(task, name):
+                    assert getattr(task, name) == value, (task.task_id, name)
+                    assert name not in task.template_fields, (task.task_id, name)  # plain values, not templates
+                    seen.setdefault(name, set()).add(task.task_id)
+        assert set(seen) == set(expected), "every setting reaches some operator"
+        assert seen["opsman_conn_id"] == set(east.task_ids) - {"summary"}
+        assert len(seen["deploy_products"]) == 4  # every Apply Changes
+        sensors = [t for t in east.tasks if isinstance(t, ApplyChangesSensor)]
+        assert {(t.deferrable, t.mode, t.poll_interval_seconds) for t in sensors} == {(False, "reschedule", 7)}
+        # What is still templated: XComs, and the four per-run choices.
+        assert east.get_task("preflight.plan_rotation").template_fields == ("recent_rotation_days", "dry_run")
+        assert west.get_task("preflight.check_ops_manager").expires_within == "3m"  # defaults when the file is silent
+        assert west.get_task("initial_apply_changes.apply_changes").errands == {}
+        # The DAG's docs show the values in force.
+        for line in ("| `expires_within` | `\"6w\"` |", "| `poll_interval_seconds` | `7` |", "| `wait_mode` | `\"reschedule\"` |",
+                     "| `apply_changes_mode` | `\"manual\"` |", "| `deploy_products` | `[\"cf\"]` |"):
+            assert line in east.doc_md, line
 
     def test_wait_mode_chooses_how_every_apply_changes_sensor_waits(self, fleet, sim, young_sim, newer_sim):
         fleet({"east": (sim, {}), "west": (young_sim, {"wait_mode": "reschedule"}), "lab": (newer_sim, {"wait_mode": "poke"})})
@@ -144,7 +185,14 @@ class TestFleetDags:
     def test_without_a_fleet_file_only_the_default_dag(self, monkeypatch, tmp_path):
         monkeypatch.delenv("OPSMAN_FLEET_FILE", raising=False)
         assert not (REPO / "include" / "foundations.yaml").exists(), "the repository must not ship an active fleet file"
-        assert dagbag().dag_ids == ["opsman_ca_rotation"]
+        bag = dagbag()
+        assert bag.dag_ids == ["opsman_ca_rotation"]
+        # It keeps the full trigger form, and its operators take every setting from it.
+        dag = bag.dags["opsman_ca_rotation"]
+        assert len(dag.params) == 15 and "only_if_due" not in dag.params
+        check = dag.get_task("preflight.check_ops_manager")
+        assert check.opsman_conn_id == "{{ params.opsman_conn_id }}" and "opsman_conn_id" in check.template_fields
+        assert dag.get_task("delete_old_ca.apply_changes").errands == "{{ params.errands }}"
 
     def test_every_task_that_talks_to_a_foundation_is_in_its_one_slot_pool(self, fleet, sim, young_sim, newer_sim, airflow_db):
         import importlib.util
@@ -205,6 +253,12 @@ class TestExpiryDrivenRuns:
         assert states(not_asked)["preflight.plan_rotation"] == TaskInstanceState.SUCCESS
         assert states(not_asked)["summary"] == TaskInstanceState.SKIPPED  # a dry run emits no Asset event
         assert api_writes(young_sim) == []
+        # A setting in the run's conf is the fleet file's: the run stops before any call instead of ignoring it.
+        young_sim.clear_journal()
+        overriding = dagbag().dags["opsman_ca_rotation__west"].test(run_conf={"dry_run": True, "apply_changes_mode": "manual"})
+        assert overriding.state == DagRunState.FAILED
+        assert states(overriding)["rotation_due"] == TaskInstanceState.FAILED
+        assert [e for e in young_sim.journal() if e["path"].startswith("/api/")] == []
 
     def test_a_scheduled_run_with_the_ca_inside_the_window_rotates_emits_the_asset_event_and_notifies(
         self, fleet, sim, as_scheduled, airflow_db, tmp_path
@@ -212,8 +266,12 @@ class TestExpiryDrivenRuns:
         record = tmp_path / "notifications.jsonl"
         notifiers = {"on_success": [{"class": NOTIFIER, "kwargs": {"path": str(record), "label": "ok"}}],
                      "on_failure": [{"class": NOTIFIER, "kwargs": {"path": str(record), "label": "failed"}}]}
-        # The simulator's CA expires in about 260 days: inside a 1-year window.
-        fleet({"east": (sim, {**FAST, "expires_within": "1y", "notifiers": notifiers})})
+        # The simulator's CA expires in about 260 days: inside a 1-year window. Apply Changes options from the
+        # fleet file reach every POST /api/v0/installations.
+        errands = {"cf": {"run_post_deploy": {"smoke-tests": True}}}
+        options = {"initial": False, "errands": errands, "force_latest_variables": True, "ignore_warnings": True}
+        fleet({"east": (sim, {**FAST, "apply_changes": options, "expires_within": "1y", "notifiers": notifiers})})
+        cf = next(p for p in sim.state()["products"] if p["type"] == "cf")
         (old_guid,) = [ca["guid"] for ca in sim.state()["certificate_authorities"]]
         sim.clear_journal()
 
@@ -223,6 +281,9 @@ class TestExpiryDrivenRuns:
         due = xcom(dag_run, "rotation_due")
         assert due["due"] and any(r.startswith(f"the active root CA {old_guid} expires") for r in due["reasons"])
         check_rotation_invariants(sim, old_guid, installs_started=3)
+        requests = [i["request"] for i in sorted(sim.state()["installations"], key=lambda i: i["id"])[-3:]]
+        assert [(r["errands"], r["force_latest_variables"], r["ignore_warnings"] in (True, "true")) for r in requests] == [
+            ({cf["guid"]: {"run_post_deploy": {"smoke-tests": True}}}, True, True)] * 3
         (new,) = sim.state()["certificate_authorities"]
         event = _asset_events("opsman_root_ca__east")[-1]
         assert event == {"foundation": "east", "old_ca_guid": old_guid, "new_ca_guid": new["guid"],

@@ -18,14 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+import airflow_stack as stack
 import pytest
 import yaml
-from opsman_simulator.process import SimulatorProcess
 from support import SIM_PASSWORD, SIM_USER, connection_json
 
+from opsman_simulator.process import SimulatorProcess
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-import airflow_stack as stack  # noqa: E402
 
 ROTATION, REPORT = "opsman_ca_rotation__east", "opsman_certificate_expiry_report"
 COMPONENTS = ["api-server", "scheduler", "dag-processor", "triggerer"]
@@ -74,7 +74,7 @@ def test_a_rotation_and_the_report_never_call_one_ops_manager_at_once(tmp_path, 
         def state(dag_id: str, run_id: str) -> str:
             return api.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
 
-        rotation = trigger(ROTATION, {"poll_interval_seconds": 1})
+        rotation = trigger(ROTATION, {})  # the poll interval is the fleet file's
         reports = [trigger(REPORT, {})]
         deadline = time.monotonic() + 420
         while state(ROTATION, rotation) not in ("success", "failed"):

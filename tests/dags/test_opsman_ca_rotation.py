@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.state import DagRunState, TaskInstanceState
+from airflow_versions import DagBag, serialized_for_dag_test
 from cryptography import x509
 from support import journal_calls
+
+from opsman.compat import DOUBLING_BACKOFF
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -38,9 +40,9 @@ def dagbag() -> DagBag:
 
 
 @pytest.fixture
-def dag():
+def dag(request):
     # A fresh DAG object per run: dag.test() keeps the last run_conf in the DAG's params.
-    return DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"]
+    return serialized_for_dag_test(request, DagBag(dag_folder=str(DAGS)), "opsman_ca_rotation")
 
 
 class TestIntegrity:
@@ -51,7 +53,7 @@ class TestIntegrity:
 
     def test_shape(self, dag):
         assert dag.schedule is None and dag.max_active_runs == 1
-        assert dag.default_args["retries"] >= 1 and dag.default_args["retry_exponential_backoff"] == 2.0
+        assert dag.default_args["retries"] >= 1 and dag.default_args["retry_exponential_backoff"] == DOUBLING_BACKOFF
         assert set(dag.params.keys()) >= {
             "opsman_conn_id", "poll_interval_seconds", "deploy_products", "initial_apply_changes", "dry_run",
             "errands", "recreate_vms", "force_latest_variables", "ignore_warnings", "apply_changes_mode",

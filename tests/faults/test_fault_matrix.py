@@ -21,7 +21,7 @@ from airflow.utils.state import DagRunState
 from doc_tables import mask, observe
 from support import check_rotation_invariants, connection_json
 
-pytestmark = [pytest.mark.faults, pytest.mark.e2e]
+pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.docs]
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -153,8 +153,15 @@ def test_current_log_idle_and_running(api):
         elif line.startswith("data: "):
             data.append(line[6:])
     kinds = [e[0] for e in events]
-    assert kinds[0] == "step_info" and json.loads(events[0][1])["installation_id"] == iid
-    assert "step_started" in kinds and "step_finished" in kinds and "message" in kinds
+    steps = json.loads(events[0][1])
+    assert kinds[0] == "step_info" and isinstance(steps, list) and steps[0]["id"] == "bosh_director"
+    changes = [json.loads(d) for k, d in events if k == "step_state_changed"]
+    assert {c["type"] for c in changes} == {"step_started", "step_finished"}
+    assert [c["id"] for c in changes if c["type"] == "step_started"] == [s["id"] for s in steps]
+    assert "message" in kinds
+    # The stream replays the whole log: its lines are exactly the installation's log.
+    lines = [d for k, d in events if k == "message"]
+    assert "".join(line + "\n" for line in lines) == api.get(f"/api/v0/installations/{iid}/logs").json()["logs"]
     assert kinds[-1] == "exit" and json.loads(events[-1][1]) == {"type": "exit", "code": 0}
     assert api.get(f"/api/v0/installations/{iid}").json() == {"status": "succeeded"}
 

@@ -8,15 +8,11 @@ green by skipping what it is there to prove.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from system_support import LocalAirflow, airflow_stack, running_stack
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from system_support import LocalAirflow, airflow_stack, running_stack  # noqa: E402
 
 
 @pytest.fixture(scope="session")

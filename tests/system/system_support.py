@@ -13,13 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import airflow_stack
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "scripts") not in sys.path:
-    sys.path.insert(0, str(REPO / "scripts"))
-
-import airflow_stack  # noqa: E402
 
 DAG_ID = "opsman_ca_rotation"
 APPLY_GROUPS = ("initial_apply_changes", "activate_new_ca", "regenerate_certificates", "delete_old_ca")

@@ -17,7 +17,7 @@ import requests
 from doc_tables import mask, observe
 from system_support import SENSORS, airflow_stack
 
-pytestmark = [pytest.mark.system, pytest.mark.faults]
+pytestmark = [pytest.mark.system, pytest.mark.faults, pytest.mark.docs]
 
 
 class Simulator:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from opsman.expiry import assess_expiry
-from opsman.fleet import FleetFileError, load_fleet, parse_fleet
+from opsman.fleet import DEFAULT_SETTINGS, FleetFileError, load_fleet, parse_fleet
 from opsman.models import CertificateAuthority, DeployedCertificate
 
 REPO = Path(__file__).resolve().parents[3]
@@ -33,15 +33,29 @@ class TestValidFleet:
         east, _, sandbox = fleet.foundations
         assert east.dag_id == "opsman_ca_rotation__prod_east" and east.pool == "opsman_prod_east"
         assert east.schedule == "0 6 * * 1-4" and east.expires_within == "3m"
-        assert east.param_defaults["deploy_products"] == "all"  # from defaults, merged key by key
-        assert "p-redis" in east.param_defaults["errands"]
+        assert east.apply_changes["deploy_products"] == "all"  # from defaults, merged key by key
+        assert "p-redis" in east.apply_changes["errands"]
         assert len(east.on_failure) == 1 and len(east.on_success) == 1
         assert sandbox.expires_within == "6m" and sandbox.schedule == "@daily"
-        assert sandbox.param_defaults == {"deploy_products": "none", "initial_apply_changes": False}
+        assert sandbox.apply_changes == {"deploy_products": "none", "initial_apply_changes": False}
+        assert sandbox.settings == {**DEFAULT_SETTINGS, "opsman_conn_id": "opsman_sandbox", "expires_within": "6m",
+                                    "deploy_products": "none", "initial_apply_changes": False}
 
     def test_minimal_entry_gets_the_defaults(self, tmp_path):
         (f,) = load_fleet(write(tmp_path, one())).foundations
-        assert (f.schedule, f.expires_within, f.poll_interval_seconds, f.param_defaults) == ("@daily", "3m", 30, {})
+        assert (f.schedule, f.expires_within, f.poll_interval_seconds, f.apply_changes) == ("@daily", "3m", 30, {})
+        assert f.settings == {**DEFAULT_SETTINGS, "opsman_conn_id": "opsman_prod"}
+        assert (f.if_installation_running, f.custom_ca_conn_id) == ("wait", None)
+
+    def test_every_setting_can_be_given(self, tmp_path):
+        (f,) = load_fleet(write(tmp_path, one(
+            expires_within="6w", poll_interval_seconds=5, if_installation_running="fail", custom_ca_conn_id="my_ca",
+            apply_changes={"deploy_products": ["cf"], "errands": {"cf": {}}, "recreate_vms": True, "force_latest_variables": True,
+                           "ignore_warnings": True, "mode": "manual", "initial": False}))).foundations
+        assert f.settings == {
+            "opsman_conn_id": "opsman_prod", "expires_within": "6w", "poll_interval_seconds": 5, "if_installation_running": "fail",
+            "custom_ca_conn_id": "my_ca", "deploy_products": ["cf"], "errands": {"cf": {}}, "recreate_vms": True,
+            "force_latest_variables": True, "ignore_warnings": True, "apply_changes_mode": "manual", "initial_apply_changes": False}
 
     def test_null_schedule_means_manual_only(self, tmp_path):
         assert load_fleet(write(tmp_path, one(schedule=None))).foundations[0].schedule is None
@@ -67,6 +81,8 @@ class TestValidFleet:
         (one(poll_interval_seconds=0), r"foundation 'prod', field 'poll_interval_seconds'"),
         (one(colour="blue"), r"foundation 'prod', field 'colour': unknown field"),
         (one(wait_mode="sleep"), r"foundation 'prod', field 'wait_mode': must be one of deferrable, reschedule, poke"),
+        (one(if_installation_running="queue"), r"foundation 'prod', field 'if_installation_running': must be wait or fail"),
+        (one(custom_ca_conn_id="my ca"), r"foundation 'prod', field 'custom_ca_conn_id': must be an Airflow connection id"),
         (one(apply_changes={"mode": "auto"}), r"foundation 'prod', field 'apply_changes.mode': must be api or manual"),
         (one(apply_changes={"recreate_vms": "yes"}), r"field 'apply_changes.recreate_vms': must be true or false"),
         (one(notifiers={"on_failure": [{"class": "no.such.Notifier"}]}),

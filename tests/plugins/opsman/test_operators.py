@@ -7,8 +7,7 @@ from support import api_writes, journal_calls, task_context, wait_for_installati
 
 import threading
 
-from airflow.sdk.exceptions import AirflowFailException
-
+from opsman.compat import AirflowFailException
 from opsman.exceptions import OpsManagerConfigError, OpsManagerTransientError, RotationStateError
 from opsman.hooks import OpsManagerHook
 from opsman.models import ApplyChangesOptions, InstallationStatus
@@ -372,7 +371,7 @@ class TestVerifyRotation:
         report = self._verify(new_guid, old_key)
         assert report["problems"] == []
         assert {r["signed_by"] for r in report["certificates"]} == {"new CA"}
-        assert {r["checked_by"] for r in report["certificates"]} == {"key identifier", "issued after the new CA"}
+        assert {r["checked_by"] for r in report["certificates"]} == {"key identifier", "issue time (CredHub: no PEM in the Ops Manager API)"}
         assert any(e["certificate"].endswith(".properties.networking_poe_ssl_certs") for e in report["excluded"])
         assert any(e["certificate"] == "/services/tls_ca" for e in report["excluded"])
 

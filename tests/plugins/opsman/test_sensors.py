@@ -6,9 +6,9 @@ import asyncio
 import importlib
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from support import api_writes, journal_calls, task_context, wait_for_installation
 
+from opsman.compat import AirflowFailException, TaskDeferred
 from opsman.exceptions import OpsManagerError
 from opsman.hooks import OpsManagerHook
 from opsman.models import ApplyChangesOptions

@@ -1,0 +1,156 @@
+"""Version profiles and user roles: how one family of Ops Manager versions, and one role, answer.
+
+Kept apart from ``state.py`` (the model of the foundation): a profile changes what the API shows,
+a role what it allows; neither changes what a successful call does. Sources: README "Profiles" and
+"Roles".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .state import ApiError, rfc3339_s
+
+# ---------------------------------------------------------------------------------------------
+# roles
+# ---------------------------------------------------------------------------------------------
+
+#: Role name -> the UAA groups (token ``scope``) of a user with that role. The group names are
+#: Ops Manager's (reference §8); which scopes besides opsman.* a real token carries varies.
+ROLE_SCOPES: dict[str, tuple[str, ...]] = {
+    "admin": ("opsman.admin", "scim.me", "uaa.admin", "clients.admin"),
+    "full_control": ("opsman.full_control", "scim.me"),
+    "restricted_control": ("opsman.restricted_control", "scim.me"),
+    "full_view": ("opsman.full_view", "scim.me"),
+    "restricted_view": ("opsman.restricted_view", "scim.me"),
+}
+#: Friendlier names accepted on the command line.
+ROLE_ALIASES = {"full": "admin", "restricted": "restricted_control", "read_only": "full_view"}
+ROLE_CHOICES = sorted({*ROLE_SCOPES, *ROLE_ALIASES})
+
+WRITE_GROUPS = frozenset({"opsman.admin", "opsman.full_control", "opsman.restricted_control"})
+CREDENTIAL_GROUPS = frozenset({"opsman.admin", "opsman.full_control"})
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+# ASSUMPTION: no source shows a refused call's body; the reference (§0) documents 403
+# ForbiddenResponse with the {"errors": {"errors": [...]}} envelope, the wording is ours.
+FORBIDDEN_WRITE = {"errors": {"errors": ["You are not authorized to perform this action"]}}
+FORBIDDEN_CREDENTIAL = {"errors": {"errors": ["You are not authorized to view credentials"]}}
+
+
+def role_name(value: str) -> str:
+    name = ROLE_ALIASES.get(value, value)
+    if name not in ROLE_SCOPES:
+        raise ValueError(f"unknown role {value!r}; choose one of {', '.join(ROLE_CHOICES)}")
+    return name
+
+
+def parse_extra_user(value: str) -> tuple[str, str, str]:
+    """``NAME:PASSWORD:ROLE`` (the password may not contain ':')."""
+    parts = value.split(":")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise ValueError(f"--extra-user {value!r}: expected NAME:PASSWORD:ROLE")
+    return parts[0], parts[1], role_name(parts[2])
+
+
+def check_permission(scopes: Any, method: str, path: str) -> None:
+    """Refuse what the token's groups do not allow (403), as the role model of reference §8 says."""
+    groups = set(scopes or ())
+    if method in _WRITE_METHODS and not groups & WRITE_GROUPS:
+        raise ApiError(403, FORBIDDEN_WRITE)
+    if method == "GET" and _is_credential_read(path) and not groups & CREDENTIAL_GROUPS:
+        raise ApiError(403, FORBIDDEN_CREDENTIAL)
+
+
+def _is_credential_read(path: str) -> bool:
+    # /api/v0/deployed/products/{guid}/credentials/{ref}: the value; the list of references stays readable.
+    parts = path.strip("/").split("/")
+    return len(parts) == 7 and parts[:4] == ["api", "v0", "deployed", "products"] and parts[5] == "credentials"
+
+
+# ---------------------------------------------------------------------------------------------
+# profiles
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    version: str  # GET /api/v0/info
+    answer_style: str  # "legacy" | "2.10"
+    safety_checks: bool
+    current_log: str  # "replay" (as documented for 3.0) or "absent" (404, no such endpoint)
+    root_cas_in_deployed_certificates: bool
+
+
+PROFILES: dict[str, Profile] = {
+    "2.9": Profile("2.9", "2.9.13-build.165", "legacy", False, "absent", False),
+    "2.10": Profile("2.10", "2.10.60-build.4", "2.10", True, "absent", True),
+    # ASSUMPTION: the version string shape of 3.x ("3.0.25+LTS-T"); clients should read major.minor only.
+    "3.0": Profile("3.0", "3.0.25+LTS-T", "2.10", True, "replay", True),
+}
+
+
+def profile_for(name: str | None, answer_style: str, safety_checks: bool) -> Profile:
+    if name is None:
+        # No profile: the flags decide, as before profiles; current_log as documented (it replays).
+        version = "2.10.60-build.4" if answer_style == "2.10" else "2.9.13-build.165"
+        return Profile("none", version, answer_style, safety_checks, "replay", False)
+    return PROFILES[name]
+
+
+# ASSUMPTION: no source shows the root CA's entry; fields follow the leaf entries of reference §3.1.
+ROOT_CA_PROCEDURE = (
+    "Ops Manager Root CA Procedure",
+    "https://techdocs.broadcom.com/us/en/vmware-tanzu/platform/tanzu-operations-manager/3-0/tanzu-ops-manager/security-pcf-infrastructure-api-cert-rotation.html",
+)
+
+
+def root_ca_items(cas: list[dict[str, Any]], limit_until: float | None, with_procedure: bool) -> list[dict[str, Any]]:
+    """The Ops Manager root CAs as ``GET /api/v0/deployed/certificates`` entries (``is_ca: true``)."""
+    items = []
+    for ca in cas:
+        if limit_until is not None and float(ca["expires_at"]) > limit_until:
+            continue
+        item = {
+            "issuer": "/C=US/O=Pivotal",
+            "valid_from": rfc3339_s(float(ca["created_at"])),
+            "valid_until": rfc3339_s(float(ca["expires_at"])),
+            "configurable": False,
+            "property_reference": None,
+            "property_type": None,
+            "product_guid": None,
+            "location": "ops_manager",
+            "variable_path": None,
+            "is_ca": True,
+        }
+        if with_procedure:
+            item["rotation_procedure_name"], item["rotation_procedure_url"] = ROOT_CA_PROCEDURE
+        items.append(item)
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+# the 3.0 current_log stream (reference §8)
+# ---------------------------------------------------------------------------------------------
+
+
+def sse(event: str | None, data: Any) -> str:
+    text = data if isinstance(data, str) else json.dumps(data)
+    head = f"event: {event}\n" if event else ""
+    return head + "".join(f"data: {line}\n" for line in text.split("\n")) + "\n"
+
+
+def step_info(events: list[tuple[float, str, Any]]) -> list[dict[str, Any]]:
+    """The ``step_info`` array: every step of the installation, in order."""
+    # ASSUMPTION: the element fields (id, description); the reference says "ids and descriptions".
+    return [{"id": p["id"], "description": p.get("description", p["id"])} for _, kind, p in events if kind == "step_started"]
+
+
+def replay_event(kind: str, payload: Any) -> str:
+    """One installation event as the 3.0 stream sends it: lines as data, steps as step_state_changed."""
+    if kind == "line":
+        return sse(None, payload)
+    return sse("step_state_changed", payload)
