@@ -45,11 +45,12 @@ def redact_query(raw: str) -> str:
 class Journal:
     """Request journal: in memory, mirrored to ``journal.jsonl`` (append-only) in the state dir."""
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, persist: bool = True):
         self.path = Path(state_dir) / "journal.jsonl"
+        self.persist = persist
         self.entries: list[dict[str, Any]] = []
         self.seq = 0
-        if self.path.exists():
+        if persist and self.path.exists():
             for line in self.path.read_text().splitlines():
                 try:
                     e = json.loads(line)
@@ -64,12 +65,15 @@ class Journal:
 
     def append(self, entry: dict[str, Any]) -> None:
         self.entries.append(entry)
+        if not self.persist:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(entry, separators=(",", ":")) + "\n")
 
     def clear(self) -> None:
         self.entries = []
-        atomic_write(self.path, b"")
+        if self.persist:
+            atomic_write(self.path, b"")
 
 
 class Simulator:
@@ -80,7 +84,7 @@ class Simulator:
         Path(config.state_dir).mkdir(parents=True, exist_ok=True)
         self.store = Store(config)
         self.uaa = UAA(config, self.store)
-        self.journal = Journal(config.state_dir)
+        self.journal = Journal(config.state_dir, persist=config.persist)
         self.lock = asyncio.Lock()
         self.in_flight = 0
         #: The stream_cut fault (in memory): each of the next current_log streams ends after this many lines.

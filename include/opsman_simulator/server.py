@@ -94,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME:PASSWORD:ROLE",
         help="another password-grant user with its own role (repeatable)",
     )
+    p.add_argument("--in-memory", action="store_true", help="keep state and journal in memory only (tests)")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost"):
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         role=args.role,
         extra_users=args.extra_user,
         info_version=args.info_version,
+        persist=not args.in_memory,
     )
     ca_path, cert_path, key_path = ensure_transport_pki(state_dir)
 

@@ -187,11 +187,14 @@ class Config:
     initial_ca_age_days: float = 1200
     answer_style: str = "legacy"  # "legacy" | "2.10"
     safety_checks: bool = False
-    # Issue 15 (profiles.py): version profile, role of --username/--client-id, more users.
+    # Version profile (profiles.py), role of --username/--client-id, more users.
     profile: str | None = None  # None | "2.9" | "2.10" | "3.0"
     role: str = "admin"
     extra_users: tuple = ()  # ((name, password, role), ...)
     info_version: str | None = None  # overrides the profile's /api/v0/info version
+    #: False: state and journal live in memory only (no state.json, no journal.jsonl, no fsync).
+    #: For tests that run thousands of short histories in-process; a restart then starts fresh.
+    persist: bool = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +271,7 @@ class Store:
         self.config = config
         self.path = Path(config.state_dir) / "state.json"
         self.max_concurrent_requests = 0
-        if self.path.exists():
+        if config.persist and self.path.exists():
             self.data = json.loads(self.path.read_text())
             if self.data.get("version") != STATE_VERSION:
                 raise RuntimeError(f"unsupported state version in {self.path}")
@@ -281,6 +284,8 @@ class Store:
     # ----------------------------------------------------------------------------------------
 
     def save(self) -> None:
+        if not self.config.persist:
+            return
         atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode())
 
     def reset(self, now: float | None = None) -> None:

@@ -508,15 +508,30 @@ class GenerateCertificateAuthorityOperator(RotationStepOperator):
             "(delete stray inactive CAs) and trigger again."
         )
 
+    def _refuse_a_stale_plan(self, cas: Sequence[CertificateAuthority]) -> None:
+        """A cleared or late try must not start a second rotation: the active CA must still be the one
+        this run planned to replace (found by tests/properties: generate cleared after the rotation ended)."""
+        plan = self.rotation_plan
+        if plan is None or plan.old_ca_guid is None:
+            return
+        active, _ = split_active(cas)
+        if active.guid != plan.old_ca_guid:
+            raise RotationStateError(
+                f"the active CA is {active.guid}, not {plan.old_ca_guid}, the CA this run planned to replace: the "
+                "rotation moved on after this run was planned. Trigger a new run; it plans from Ops Manager's state."
+            )
+
     def run_step(self, context: Context) -> str:
         uploaded = self.custom_ca(self.custom_ca_conn_id, self.expires_within)
-        existing = self._existing_new_ca(self.authorities(), uploaded)
+        cas = self.authorities()
+        existing = self._existing_new_ca(cas, uploaded)
         if existing is not None:
             self.log.info(
                 "Adopting CA %s, made earlier and still inactive; not making another", existing.guid
             )
             new_ca = existing
         else:
+            self._refuse_a_stale_plan(cas)
             try:
                 if uploaded is not None:
                     result = self.hook.create_certificate_authority(

@@ -12,7 +12,7 @@ Ops Manager records nothing like "regenerate was called" or "this Apply Changes 
 |---|---|---|
 | one, active, made before the recent-rotation window | ``not_started`` | all (initial Apply Changes by Param) |
 | old active + one newer inactive | ``generated`` | Apply Changes (unless one succeeded after the new CA was made), activate, regenerate, Apply Changes, delete, Apply Changes |
-| newer active + one older inactive | ``activated`` | regenerate, Apply Changes, delete, Apply Changes |
+| newer active + one older inactive | ``activated`` | Apply Changes (unless one succeeded after the new CA was made), regenerate, Apply Changes, delete, Apply Changes |
 | one, active, made within the recent-rotation window | ``old_ca_deleted`` | the last Apply Changes, unless three succeeded after the CA was made |
 | anything else | ambiguous | nothing: the run stops and lists what it found |
 
@@ -89,17 +89,32 @@ class RotationPlan:
         return "\n".join(lines)
 
 
+#: A CA's creation time is known to the second only (its certificate's notBefore, truncated): a CA
+#: "made at 12:00:00" appeared somewhere in [12:00:00, 12:00:01). An installation that started within
+#: that second may have started before it and lack it: only one that started a full second later
+#: provably carries the CA (found by tests/properties: an Apply Changes clicked 6 ms before a generate).
+CREATION_RESOLUTION = dt.timedelta(seconds=1)
+
+
 def _succeeded_after(installations: Sequence[Installation], moment: dt.datetime) -> list[Installation]:
+    """Installations that succeeded and provably started after a CA made at ``moment`` (to the second)."""
     return [
         i
         for i in installations
-        if i.status is InstallationStatus.SUCCEEDED and i.started_at is not None and i.started_at > moment
+        if i.status is InstallationStatus.SUCCEEDED
+        and i.started_at is not None
+        and i.started_at >= moment + CREATION_RESOLUTION
     ]
 
 
 def _watermark_before(installations: Sequence[Installation], moment: dt.datetime) -> int:
-    """The newest installation that started before ``moment``: later ones may carry a change made then."""
-    before = [i.id for i in installations if i.started_at is not None and i.started_at <= moment]
+    """The newest installation that may have started before a CA made at ``moment`` (to the second):
+    only later ones carry a change made then."""
+    before = [
+        i.id
+        for i in installations
+        if i.started_at is not None and i.started_at < moment + CREATION_RESOLUTION
+    ]
     return max(before, default=0)
 
 
@@ -186,6 +201,12 @@ def plan_rotation(
     if target_fingerprint is not None:
         other_is_new = other.fingerprint == target_fingerprint
     else:
+        if other.created_at == current.created_at:
+            # Both made within one second (the times are truncated): which one is new is a guess.
+            raise RotationStateError(
+                f"cannot tell which CA is the new one: both were made at {isoformat(current.created_at)}: {_table(cas)}. "
+                "Delete the CA that should not stay (never the active one) in Ops Manager and trigger again."
+            )
         other_is_new = other.created_at > current.created_at
     if other_is_new:
         new, old = other, current
@@ -201,8 +222,20 @@ def plan_rotation(
         return RotationPlan(GENERATED, old.guid, new.guid, done, watermarks, old.subject_key_identifier)
 
     new, old = current, other
-    for step in (INITIAL_APPLY, GENERATE, VERIFY, APPLY_NEW_CA):
+    for step in (INITIAL_APPLY, GENERATE, VERIFY):
         done[step] = f"the new CA {new.guid} is already active"
+    # Someone may have activated the new CA before any Apply Changes deployed it to the trust stores:
+    # regenerating then would issue certificates the VMs do not trust yet. Without a successful
+    # installation that started after the CA was made, that Apply Changes runs first (found by tests/properties).
+    added = _added_at(new, target_fingerprint is not None)
+    applies = _succeeded_since(installations, added)
+    watermarks: dict[str, int] = {}
+    if applies:
+        done[APPLY_NEW_CA] = (
+            f"installation {applies[0].id} started after CA {new.guid} was made and succeeded"
+        )
+    else:
+        watermarks[GENERATE] = _watermark_before(installations, added) if added else newest_id
     done[ACTIVATE] = f"CA {new.guid} is active and the old CA {old.guid} inactive"
     # Nothing shows whether regenerate ran: regenerating again is safe, skipping it is not.
-    return RotationPlan(ACTIVATED, old.guid, new.guid, done, {}, old.subject_key_identifier)
+    return RotationPlan(ACTIVATED, old.guid, new.guid, done, watermarks, old.subject_key_identifier)

@@ -103,9 +103,19 @@ def test_a_failed_apply_after_generation_does_not_count():
 def test_a_newer_active_ca_means_activated_and_regenerate_is_repeated():
     new = ca("new0000000000000000b", True, NOW - dt.timedelta(hours=1))
     old = ca(OLD.guid, False, OLD.created_at)
-    p = plan([old, new])
+    p = plan([old, new], [install(2, "succeeded", NOW - dt.timedelta(minutes=50)), *HISTORY])
     assert (p.stage, p.old_ca_guid, p.new_ca_guid) == (ACTIVATED, old.guid, new.guid)
     assert todo(p)[0] == REGENERATE
+
+
+def test_a_ca_activated_before_any_apply_changes_deployed_it_gets_one_first():
+    """Found by tests/properties: a person activated the new CA right after generating it; the run
+    regenerated at once, issuing certificates under a CA no trust store had yet."""
+    new = ca("new0000000000000000b", True, NOW - dt.timedelta(hours=1))
+    old = ca(OLD.guid, False, OLD.created_at)
+    p = plan([old, new], [install(2, "failed", NOW - dt.timedelta(minutes=50)), *HISTORY])
+    assert p.stage == ACTIVATED and todo(p)[:2] == [APPLY_NEW_CA, REGENERATE]
+    assert p.watermarks[GENERATE] == 1
 
 
 @pytest.mark.parametrize(("succeeded", "finished"), [(0, False), (2, False), (3, True)])
@@ -165,3 +175,27 @@ def test_the_plan_survives_json():
 def test_the_recent_rotation_boundary_is_exact(age, stage):
     only = ca("new0000000000000000b", True, NOW - age)
     assert plan([only]).stage == stage
+
+
+@pytest.mark.parametrize(
+    ("started_after_the_second", "carries_the_ca"), [(0.006, False), (0.999, False), (1.0, True)]
+)
+def test_an_apply_changes_within_the_second_the_ca_was_made_may_lack_it(
+    started_after_the_second, carries_the_ca
+):
+    """The CA's time is its notBefore, truncated to the second: an installation that started within that
+    second may have started before the CA existed (found by tests/properties: clicked 6 ms before a generate)."""
+    made = NOW - dt.timedelta(hours=1)
+    new = ca("4e40000000000000000b", False, made)
+    started = made + dt.timedelta(seconds=started_after_the_second)
+    p = plan([OLD, new], [install(2, "succeeded", started), *HISTORY])
+    assert p.is_done(APPLY_NEW_CA) is carries_the_ca
+    assert p.watermarks[GENERATE] == (1 if carries_the_ca else 2)
+
+
+def test_two_cas_made_within_one_second_are_ambiguous():
+    """Found by tests/properties: two CAs generated 6 ms apart have the same (truncated) time; the planner
+    took the inactive one for the old CA and the run would have deleted it."""
+    made = NOW - dt.timedelta(hours=1)
+    with pytest.raises(RotationStateError, match="cannot tell which CA is the new one"):
+        plan([ca("a0000000000000000001", True, made), ca("b0000000000000000002", False, made)])
