@@ -11,6 +11,16 @@ for extra in (HERE, HERE.parents[1] / "dags"):
         sys.path.insert(0, str(extra))
 
 
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per shard: ``--dist loadgroup`` (./dev test) then gives each shard its own worker."""
+    import pytest
+
+    for item in items:
+        shard = getattr(item, "callspec", None) and item.callspec.params.get("shard")
+        if shard is not None:
+            item.add_marker(pytest.mark.xdist_group(f"histories-shard{shard}"))
+
+
 def pytest_sessionstart(session):
     if not hasattr(session.config, "workerinput"):
         from history_stats import clear_saved
