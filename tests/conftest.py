@@ -65,3 +65,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("system"):
             item.add_marker(pytest.mark.xdist_group("airflow"))
+
+
+def pytest_sessionstart(session):
+    from properties.history_stats import clear_at_session_start
+
+    clear_at_session_start(session)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The figures of tests/properties' random histories, added up across xdist workers."""
+    from properties.history_stats import terminal_summary
+
+    terminal_summary(terminalreporter)

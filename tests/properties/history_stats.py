@@ -63,3 +63,34 @@ def combined() -> dict | None:
         for k, v in part["refusals"].items():
             total["refusals"][k] = total["refusals"].get(k, 0) + v
     return total
+
+
+# Hooks, called from tests/conftest.py: under pytest-xdist the controller loads only that conftest.
+def clear_at_session_start(session):
+    if not hasattr(session.config, "workerinput"):
+        clear_saved()
+
+
+def terminal_summary(terminalreporter):
+    """The figures of the histories that ran (for the README's reliability section)."""
+    if hasattr(terminalreporter.config, "workerinput"):
+        return
+    stats = combined()
+    if not stats or not stats["histories"]:
+        return
+    lines = [
+        f"rotation histories: {stats['histories']} in {stats['seconds']:.1f} s on {stats['workers']} worker(s) "
+        f"(seed {stats['seed']}), {stats['steps']} steps, {stats['tries']} task tries",
+        f"  distinct planner states seen: {len(stats['planner_states'])}",
+        f"  end of history: a clean run completed the rotation {stats['converged']} times, stopped before any write "
+        f"{stats['refused']} times",
+        f"  longest history that converged: {stats['longest_converged'][0]} task tries in "
+        f"{stats['longest_converged'][1]} steps, {stats['longest_converged'][2]} calls by the person",
+    ]
+    lines += [f"  stopped at {k}: {v}" for k, v in sorted(stats["refusals"].items())]
+    if stats.get("old_ca_left_in_trust_store"):
+        lines.append(
+            f"  KNOWN LIMITATION: completed, but the deleted old CA still in a trust store: "
+            f"{stats['old_ca_left_in_trust_store']} times"
+        )
+    terminalreporter.write_line("\n".join(lines))
