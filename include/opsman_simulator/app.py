@@ -492,14 +492,18 @@ def create_app(sim: Simulator):
     async def get_faults():
         return sim.faults_view()
 
-    @app.post(SIM_PREFIX + "/faults")
-    async def post_faults(request: Request):
+    async def control_body(request: Request) -> Any:
+        """A control call's JSON body ({} when empty); ValueError when it is not JSON."""
         raw = await request.body()
         try:
-            body = json.loads(raw) if raw.strip() else {}
+            return json.loads(raw) if raw.strip() else {}
         except ValueError:
-            return JSONResponse({"error": "body is not valid JSON"}, status_code=400)
+            raise ValueError("body is not valid JSON") from None
+
+    @app.post(SIM_PREFIX + "/faults")
+    async def post_faults(request: Request):
         try:
+            body = await control_body(request)
             cuts = sim.parse_stream_cut(body.pop("stream_cut", None)) if isinstance(body, dict) else None
             conflict = body.pop("install_conflict", None) if isinstance(body, dict) else None
             if conflict is not None and not (
@@ -531,13 +535,8 @@ def create_app(sim: Simulator):
 
     @app.post(SIM_PREFIX + "/clock")
     async def post_clock(request: Request):
-        raw = await request.body()
         try:
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return JSONResponse({"error": "body is not valid JSON"}, status_code=400)
-        try:
-            return store.move_clock(body)
+            return store.move_clock(await control_body(request))
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 
