@@ -42,6 +42,8 @@ _MASKS = [
     # "<call>: attempt N of 8 failed (<call> (GET /api/...) failed with ...": which call a timed fault hit varies.
     (re.compile(r"^[^:()\[]+: (?=attempt N of|Ops Manager rejected)"), "<call>: "),
     (re.compile(r"\((?:[^()]*) \((?:GET|POST|PUT|PATCH|DELETE) [^()]*\) failed"), "(<call> failed"),
+    # The error's own words after its type differ by when the connection broke (refused, reset, closed).
+    (re.compile(r"(no HTTP response: \w+)(?:: [^)]*)?\)"), r"\1)"),
 ]
 
 

@@ -16,7 +16,8 @@ import yaml
 from support import SIM_PASSWORD, connection_json
 
 REPO = Path(__file__).resolve().parents[4]
-EAST, WEST = "opsman_ca_rotation__east", "opsman_ca_rotation__west"
+# Names no other test uses: the test session's database keeps other tests' runs of their foundations' DAGs.
+EAST, WEST = "opsman_ca_rotation__ui_east", "opsman_ca_rotation__ui_west"
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def auth(monkeypatch, airflow_db):
 @pytest.fixture
 def two_foundations(sim, tmp_path, monkeypatch):
     entries = []
-    for name in ("east", "west"):
+    for name in ("ui_east", "ui_west"):
         monkeypatch.setenv(f"AIRFLOW_CONN_OPSMAN_{name.upper()}", connection_json(sim))
         entries.append({"name": name, "conn_id": f"opsman_{name}", "schedule": None})
     path = tmp_path / "foundations.yaml"
@@ -70,14 +71,16 @@ def test_no_session_is_refused_and_each_user_sees_only_the_foundations_whose_dag
 
     admin = client.get("/rows", cookies={"_token": auth["admin"]})
     assert admin.status_code == 200
-    assert [r["foundation"] for r in admin.json()["rows"]] == ["east", "west"] and admin.json()["hidden"] == 0
+    assert [r["foundation"] for r in admin.json()["rows"]] == ["ui_east", "ui_west"] and admin.json()[
+        "hidden"
+    ] == 0
 
     viewer = client.get("/rows", headers={"Authorization": f"Bearer {auth['east_viewer']}"})
     assert viewer.status_code == 200
-    assert [r["foundation"] for r in viewer.json()["rows"]] == ["east"] and viewer.json()["hidden"] == 1
+    assert [r["foundation"] for r in viewer.json()["rows"]] == ["ui_east"] and viewer.json()["hidden"] == 1
     page = client.get("/", cookies={"_token": auth["east_viewer"]})
-    assert page.status_code == 200 and 'data-foundation="east"' in page.text
-    assert "west" not in page.text and "1 foundation(s) hidden" in page.text
+    assert page.status_code == 200 and 'data-foundation="ui_east"' in page.text
+    assert "ui_west" not in page.text and "1 foundation(s) hidden" in page.text
 
 
 def test_rows_come_from_the_expiry_reports_xcom_and_hold_nothing_secret(auth, two_foundations, client, sim):
