@@ -206,7 +206,9 @@ def test_the_simulator_restarted_during_an_apply_changes(faulty, airflow_db, cap
         7,
         "Ops Manager restarted in the middle of an Apply Changes",
         "simulator stopped and started during installation",
-        r"attempt \d of 8 failed \(.*no HTTP response.*\); retrying|\[installation \d+\] ",
+        # Whether a call meets the restart (and logs a retry) depends on timing; the installation log
+        # going on in the task log is what the user always sees.
+        r"\[installation \d+\] ",
     )
     with Injector(restart_once_while_installing, 0.3):
         dag_run = rotate()
