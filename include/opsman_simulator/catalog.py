@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .timefmt import DAY_SECONDS
+
 # Fixed product GUIDs so that tests and scripts can name them.
 P_BOSH_GUID = "p-bosh-4a5b6c7d8e9f0a1b2c3d"
 CF_GUID = "cf-0f1e2d3c4b5a69788796"
@@ -123,7 +125,7 @@ LEAF_DEFS: list[dict[str, Any]] = [
 LEAF_NAMES = [d["name"] for d in LEAF_DEFS]
 
 REISSUE_VALIDITY_DAYS = 730
-INITIAL_INSTALL_AGE_S = 86400.0
+INITIAL_INSTALL_AGE_S = DAY_SECONDS
 INITIAL_INSTALL_DURATION_S = 1500.0
 
 INVALID_TOKEN_BODY = {

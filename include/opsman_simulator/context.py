@@ -56,8 +56,9 @@ class Simulator:
             raise ValueError("stream_cut must be a list of line counts (integers >= 0)")
         return list(value)
 
-    def apply_faults(self, body: Any) -> None:
-        """Validate and apply a ``POST /_simulator/faults`` body (nothing applied on ValueError)."""
+    def apply_faults(self, body: Any) -> dict[str, Any]:
+        """Validate and apply a ``POST /_simulator/faults`` body (nothing applied on ValueError);
+        what is armed then."""
         cuts = self.parse_stream_cut(body.pop("stream_cut", None)) if isinstance(body, dict) else None
         conflict = body.pop("install_conflict", None) if isinstance(body, dict) else None
         if conflict is not None and not (
@@ -76,6 +77,7 @@ class Simulator:
             self.unterminated_last_line = unterminated
         if conflict is not None:
             self.install_conflict = {"status": conflict["status"], "body": conflict.get("body", {})}
+        return self.faults_view()
 
     def faults_view(self) -> dict[str, Any]:
         return dict(

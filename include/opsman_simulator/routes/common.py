@@ -36,8 +36,12 @@ async def control_body(request: Request) -> Any:
         raise ValueError("body is not valid JSON") from None
 
 
-def bad_control_request(exc: ValueError) -> JSONResponse:
-    return JSONResponse({"error": str(exc)}, status_code=400)
+async def control_call(request: Request, apply: Callable[[Any], Any]) -> Any:
+    """``apply`` the control call's JSON body and answer its result; a ValueError answers 400."""
+    try:
+        return apply(await control_body(request))
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
 
 
 def authenticator(sim: Simulator) -> Callable[[Request], Awaitable[dict[str, Any]]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from ..context import SIM_PREFIX, Simulator
-from .common import bad_control_request, control_body
+from .common import control_call
 
 
 def router(sim: Simulator) -> APIRouter:
@@ -42,11 +42,7 @@ def router(sim: Simulator) -> APIRouter:
 
     @api.post("/faults")
     async def post_faults(request: Request):
-        try:
-            sim.apply_faults(await control_body(request))
-        except ValueError as exc:
-            return bad_control_request(exc)
-        return sim.faults_view()
+        return await control_call(request, sim.apply_faults)
 
     @api.get("/clock")
     async def get_clock():
@@ -54,10 +50,7 @@ def router(sim: Simulator) -> APIRouter:
 
     @api.post("/clock")
     async def post_clock(request: Request):
-        try:
-            return store.move_clock(await control_body(request))
-        except ValueError as exc:
-            return bad_control_request(exc)
+        return await control_call(request, store.move_clock)
 
     @api.post("/reset")
     async def reset():

@@ -31,6 +31,12 @@ class StoreBase:
         write_state(self.path, self.data)
 
     @property
+    def answers_like_2_10(self) -> bool:
+        """``--answer-style 2.10``: answers carry what 2.10 added (CredHub Maestro's ``certificates``
+        reports, ``nats_cert_pem``, rotation procedures)."""
+        return self.config.answer_style == "2.10"
+
+    @property
     def faults(self) -> dict[str, Any]:
         return self.data["faults"]
 
@@ -57,10 +63,7 @@ class StoreBase:
         return sorted(self.existing_cas(), key=lambda c: c["created_at"])
 
     def find_ca(self, guid: str) -> dict[str, Any] | None:
-        for c in self.existing_cas():
-            if c["guid"] == guid:
-                return c
-        return None
+        return next((c for c in self.existing_cas() if c["guid"] == guid), None)
 
     def active_ca(self) -> dict[str, Any]:
         for c in self.existing_cas():
@@ -69,10 +72,7 @@ class StoreBase:
         raise RuntimeError("no active CA")  # cannot happen: the active CA cannot be deleted
 
     def find_leaf(self, name: str) -> dict[str, Any] | None:
-        for leaf in self.data["leaves"]:
-            if leaf["name"] == name:
-                return leaf
-        return None
+        return next((leaf for leaf in self.data["leaves"] if leaf["name"] == name), None)
 
     def rotated_leaves(self) -> list[dict[str, Any]]:
         """The leaves the active root CA signs and regenerate renews: neither configurable nor excluded."""
@@ -93,16 +93,10 @@ class StoreBase:
         return sorted(common, key=lambda g: order.index(g) if g in order else len(order))
 
     def running_installation(self) -> dict[str, Any] | None:
-        for i in self.data["installations"]:
-            if i["status"] == "running":
-                return i
-        return None
+        return next((i for i in self.data["installations"] if i["status"] == "running"), None)
 
     def find_installation(self, install_id: int) -> dict[str, Any] | None:
-        for i in self.data["installations"]:
-            if i["id"] == install_id:
-                return i
-        return None
+        return next((i for i in self.data["installations"] if i["id"] == install_id), None)
 
     def installations_newest_first(self) -> list[dict[str, Any]]:
         return sorted(self.data["installations"], key=lambda i: i["id"], reverse=True)

@@ -35,7 +35,7 @@ class CertificateAuthorities(StoreBase):
             "active": ca["active"],
             "cert_pem": ca["cert_pem"],
         }
-        if self.config.answer_style == "2.10":
+        if self.answers_like_2_10:
             out["nats_cert_pem"] = ca["nats_cert_pem"]
         return out
 
@@ -104,7 +104,7 @@ class CertificateAuthorities(StoreBase):
         self.data["cas"].append(ca)
         self.save()
         body = self.ca_json(ca)
-        if self.config.answer_style == "2.10":
+        if self.answers_like_2_10:
             # ASSUMPTION: generating a CA regenerates nothing; excluded lists the excluded leaves.
             body["certificates"] = {
                 "regenerated": [],
@@ -170,7 +170,7 @@ class CertificateAuthorities(StoreBase):
             c["active"] = c["guid"] == guid
         self.save()
         # ASSUMPTION: which items Maestro reports as "updated" on activate.
-        body = self._updated_answer("Signing CA activated") if self.config.answer_style == "2.10" else {}
+        body = self._updated_answer("Signing CA activated") if self.answers_like_2_10 else {}
         return self._with_warnings(body)
 
     def regenerate(self, now: float | None = None) -> tuple[int, dict[str, Any]]:
@@ -197,7 +197,7 @@ class CertificateAuthorities(StoreBase):
             leaf["regeneration_requested_at"] = now
             regenerated.append(self._status_item(leaf, "Regenerated with the active root CA"))
         self.save()
-        if self.config.answer_style == "2.10":
+        if self.answers_like_2_10:
             excluded = self._excluded_items() + [
                 self._status_item(leaf, "Configurable certificate")
                 for leaf in self.data["leaves"]
@@ -236,9 +236,5 @@ class CertificateAuthorities(StoreBase):
         ca["deleted_at"] = now
         ca["active"] = False
         self.save()
-        body = (
-            self._updated_answer("Certificate authority removed")
-            if self.config.answer_style == "2.10"
-            else {}
-        )
+        body = self._updated_answer("Certificate authority removed") if self.answers_like_2_10 else {}
         return self._with_warnings(body)

@@ -8,29 +8,13 @@ how the next installation runs (``fail_next_installs``, ``apply_seconds``, ``log
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from ..catalog import LEAF_NAMES
 from ..checks import is_count, is_number, is_string_list
 from .base import StoreBase
 
-FAULT_KEYS = frozenset(
-    {
-        "fail_next_installs",
-        "status_burst",
-        "drop_next",
-        "latency",
-        "revoke_tokens",
-        "token_ttl",
-        "ca_status_207",
-        "ca_warnings",
-        "regenerate_failed",
-        "stage_pending_change",
-        "clear_pending_changes",
-        "log_bytes_per_second",
-        "apply_seconds",
-    }
-)
 #: What each request matcher carries besides count, methods and path_prefix.
 _MATCHER_KEYS = {"status_burst": {"status", "body"}, "drop_next": {"when"}, "latency": {"seconds"}}
 
@@ -49,39 +33,9 @@ class Faults(StoreBase):
         if unknown:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
         new = copy.deepcopy(self.faults)
-        if "fail_next_installs" in body:
-            new["fail_next_installs"] = _count("fail_next_installs", body["fail_next_installs"])
-        for key in _MATCHER_KEYS:
+        for key, rule in _VALUE_RULES.items():
             if key in body:
-                new[key] = validate_matcher(key, body[key])
-        if "token_ttl" in body:
-            v = body["token_ttl"]
-            if v is not None and (not is_number(v) or v <= 0):
-                raise ValueError("token_ttl must be a positive number or null")
-            new["token_ttl"] = v
-        if "ca_status_207" in body:
-            if not isinstance(body["ca_status_207"], bool):
-                raise ValueError("ca_status_207 must be a boolean")
-            new["ca_status_207"] = body["ca_status_207"]
-        if "ca_warnings" in body:
-            if not is_string_list(body["ca_warnings"]):
-                raise ValueError("ca_warnings must be a list of strings")
-            new["ca_warnings"] = body["ca_warnings"]
-        if "regenerate_failed" in body:
-            v = body["regenerate_failed"]
-            if not is_string_list(v):
-                raise ValueError("regenerate_failed must be a list of leaf names")
-            bad = [x for x in v if x not in LEAF_NAMES]
-            if bad:
-                raise ValueError(f"unknown leaf names {bad}; known: {LEAF_NAMES}")
-            new["regenerate_failed"] = v
-        if "log_bytes_per_second" in body:
-            new["log_bytes_per_second"] = _count("log_bytes_per_second", body["log_bytes_per_second"])
-        if "apply_seconds" in body:
-            v = body["apply_seconds"]
-            if v is not None and (not is_number(v) or v < 0):
-                raise ValueError("apply_seconds must be a non-negative number or null")
-            new["apply_seconds"] = v
+                new[key] = rule(key, body[key])
         stage = body.get("stage_pending_change")
         if stage is not None:
             if not isinstance(stage, dict) or stage.get("product_guid") not in self.product_guids():
@@ -123,9 +77,26 @@ class Faults(StoreBase):
         return taken
 
 
-def _count(name: str, value: Any) -> int:
-    if not is_count(value):
-        raise ValueError(f"{name} must be a non-negative integer")
+def _rule(accepts: Callable[[Any], bool], must_be: str) -> Callable[[str, Any], Any]:
+    """A fault value stored as given when ``accepts`` it, else ``ValueError("<key> must be <must_be>")``."""
+
+    def check(key: str, value: Any) -> Any:
+        if not accepts(value):
+            raise ValueError(f"{key} must be {must_be}")
+        return value
+
+    return check
+
+
+_count = _rule(is_count, "a non-negative integer")
+
+
+def _leaf_names(key: str, value: Any) -> list[str]:
+    if not is_string_list(value):
+        raise ValueError(f"{key} must be a list of leaf names")
+    bad = [x for x in value if x not in LEAF_NAMES]
+    if bad:
+        raise ValueError(f"unknown leaf names {bad}; known: {LEAF_NAMES}")
     return value
 
 
@@ -150,7 +121,7 @@ def validate_matcher(key: str, v: Any) -> dict[str, Any] | None:
     out["path_prefix"] = prefix
     if key == "status_burst":
         status = v.get("status", 503)
-        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        if not (is_count(status) and 100 <= status <= 599):
             raise ValueError("status_burst.status must be an HTTP status code")
         out["status"] = status
         if "body" in v:
@@ -168,3 +139,22 @@ def validate_matcher(key: str, v: Any) -> dict[str, Any] | None:
             raise ValueError("latency.seconds must be a non-negative number")
         out["seconds"] = float(secs)
     return out
+
+
+#: How each stored fault is checked, in the order the checks run (the first bad value is the one
+#: reported).
+_VALUE_RULES: dict[str, Callable[[str, Any], Any]] = {
+    "fail_next_installs": _count,
+    "status_burst": validate_matcher,
+    "drop_next": validate_matcher,
+    "latency": validate_matcher,
+    "token_ttl": _rule(lambda v: v is None or (is_number(v) and v > 0), "a positive number or null"),
+    "ca_status_207": _rule(lambda v: isinstance(v, bool), "a boolean"),
+    "ca_warnings": _rule(is_string_list, "a list of strings"),
+    "regenerate_failed": _leaf_names,
+    "log_bytes_per_second": _count,
+    "apply_seconds": _rule(lambda v: v is None or (is_number(v) and v >= 0), "a non-negative number or null"),
+}
+#: Faults that act once when posted.
+_ACTIONS = frozenset({"revoke_tokens", "stage_pending_change", "clear_pending_changes"})
+FAULT_KEYS = frozenset(_VALUE_RULES) | _ACTIONS

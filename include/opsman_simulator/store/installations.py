@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import pki
 from ..catalog import INSTALL_IN_PROGRESS, P_BOSH_GUID, REISSUE_VALIDITY_DAYS
+from ..checks import flag
 from ..config import ApiError
 from ..timefmt import DAY_SECONDS, rfc3339_ms
 from .base import StoreBase
@@ -90,12 +91,8 @@ class Installations(StoreBase):
                     errors.append(f"Product with guid '{g}' could not be found")
         else:
             errors.append(_DEPLOY_PRODUCTS_ERROR)
-        iw = body.get("ignore_warnings", False)
-        if isinstance(iw, bool):
-            ignore = iw
-        elif isinstance(iw, str) and iw in ("true", "false"):
-            ignore = iw == "true"
-        else:
+        ignore = flag(body.get("ignore_warnings", False))
+        if ignore is None:
             errors.append('ignore_warnings must be a boolean (or the string "true"/"false")')
             ignore = False
         flv = body.get("force_latest_variables", False)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import pki
 from ..catalog import PROC_ROOT_CA
+from ..checks import flag
 from ..config import ApiError
 from ..timefmt import expiry_cutoff, rfc3339_s
 from .base import StoreBase
@@ -31,8 +33,8 @@ _ROOT_CA_PLACE = {
     "variable_path": None,
     "is_ca": True,
 }
-# Every Ops Manager root CA has this subject (pki.OPSMAN_CA_SUBJECT); the entry shows it for uploaded CAs too.
-_ROOT_CA_ISSUER = "/C=US/O=Pivotal"
+# The subject of every root CA Ops Manager makes; the entry shows it for uploaded CAs too.
+_ROOT_CA_ISSUER = pki.openssl_oneline(pki.OPSMAN_CA_SUBJECT)
 
 
 class Products(StoreBase):
@@ -80,7 +82,7 @@ class Products(StoreBase):
             "valid_until": rfc3339_s(valid_until),
         }
         item.update((field, place[field]) for field in _PLACE_FIELDS)
-        if self.config.answer_style == "2.10":
+        if self.answers_like_2_10:
             item["rotation_procedure_name"], item["rotation_procedure_url"] = procedure
         return item
 
@@ -112,7 +114,7 @@ class Products(StoreBase):
         for leaf in self.data["leaves"]:
             if until is not None and leaf["valid_until"] > until:
                 continue
-            if show_excluded_only == "true" and not leaf["excluded"]:
+            if flag(show_excluded_only) is True and not leaf["excluded"]:
                 continue
             procedure = (leaf["rotation_procedure_name"], leaf["rotation_procedure_url"])
             items.append(
