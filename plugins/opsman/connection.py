@@ -20,6 +20,7 @@ import re
 import ssl
 import tempfile
 from dataclasses import dataclass, field
+from logging import Logger
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -98,7 +99,20 @@ class OpsManagerConnectionSettings:
     retry_backoff_seconds: float = 2.0
 
     @classmethod
-    def from_connection(cls, conn: Any) -> OpsManagerConnectionSettings:
+    def from_connection(cls, conn: Any, log: Logger | None = None) -> OpsManagerConnectionSettings:
+        """The settings of ``conn``; ``log`` (a hook's) hears when TLS validation is off."""
+        settings = cls._parse(conn)
+        if settings.skip_ssl_validation and log is not None:
+            log.warning(
+                "TLS certificate validation for Ops Manager %s is OFF (skip_ssl_validation=true on connection "
+                "'%s'): credentials and tokens can be intercepted. Set extra ca_cert instead.",
+                settings.base_url,
+                settings.conn_id,
+            )
+        return settings
+
+    @classmethod
+    def _parse(cls, conn: Any) -> OpsManagerConnectionSettings:
         conn_id = conn.conn_id
         extra = conn.extra_dejson or {}
         host = (conn.host or "").strip()

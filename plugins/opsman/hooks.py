@@ -7,7 +7,6 @@ does the I/O, with requests (through HttpHook's session) and aiohttp.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import threading
@@ -35,31 +34,22 @@ from opsman.models import (
     PendingChange,
     Product,
 )
+from opsman.responses import read_response, sse_events
 from opsman.transport import (
     NETWORK_ERRORS,
     TOKEN_CALL,
     TokenKeeper,
     UaaToken,
     api_headers,
+    basic_auth,
     network_error,
-    read_response,
     retry_policy,
-    sse_events,
     token_from_answer,
 )
 
 __all__ = ["OpsManagerAsyncHook", "OpsManagerConnectionSettings", "OpsManagerHook", "major_minor"]
 
 T = TypeVar("T")
-_SKIPPED_TLS_WARNING = (
-    "TLS certificate validation for Ops Manager %s is OFF (skip_ssl_validation=true on connection '%s'): "
-    "credentials and tokens can be intercepted. Set extra ca_cert instead."
-)
-
-
-def _basic_auth(user: str, secret: str) -> str:
-    # By hand: aiohttp.BasicAuth is deprecated, and its successor is missing from older aiohttp.
-    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
 
 
 class OpsManagerHook(HttpHook):
@@ -87,10 +77,9 @@ class OpsManagerHook(HttpHook):
 
     @cached_property
     def settings(self) -> OpsManagerConnectionSettings:
-        settings = OpsManagerConnectionSettings.from_connection(self.get_connection(self.opsman_conn_id))
-        if settings.skip_ssl_validation:
-            self.log.warning(_SKIPPED_TLS_WARNING, settings.base_url, settings.conn_id)
-        return settings
+        return OpsManagerConnectionSettings.from_connection(
+            self.get_connection(self.opsman_conn_id), self.log
+        )
 
     def get_conn(self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None):
         """A requests session with Ops Manager's TLS settings and no connection extras as headers.
@@ -291,9 +280,7 @@ class OpsManagerAsyncHook(HttpAsyncHook):
     async def get_settings(self) -> OpsManagerConnectionSettings:
         if self._settings is None:
             conn = await aget_connection(self, self.opsman_conn_id)
-            self._settings = OpsManagerConnectionSettings.from_connection(conn)
-            if self._settings.skip_ssl_validation:
-                self.log.warning(_SKIPPED_TLS_WARNING, self._settings.base_url, self._settings.conn_id)
+            self._settings = OpsManagerConnectionSettings.from_connection(conn, self.log)
         return self._settings
 
     def _timeout(self, settings: OpsManagerConnectionSettings) -> aiohttp.ClientTimeout:
@@ -312,7 +299,7 @@ class OpsManagerAsyncHook(HttpAsyncHook):
             async with session.post(
                 url,
                 data=form,
-                headers={"Accept": "application/json", "Authorization": _basic_auth(user, secret)},
+                headers={"Accept": "application/json", "Authorization": basic_auth(user, secret)},
                 ssl=settings.ssl_context(),
                 timeout=self._timeout(settings),
             ) as response:
@@ -373,10 +360,8 @@ class OpsManagerAsyncHook(HttpAsyncHook):
         timeout = aiohttp.ClientTimeout(sock_connect=settings.connect_timeout, sock_read=idle_timeout)
         async with aiohttp.ClientSession() as session:
             for rejected in self._tokens.sends(call):
-                headers = {
-                    "Authorization": f"Bearer {await self._access_token(session, settings)}",
-                    "Accept": "text/event-stream",
-                }
+                token = await self._access_token(session, settings)
+                headers = {**api_headers(token), "Accept": "text/event-stream"}
                 try:
                     async with session.get(
                         settings.base_url + path,

@@ -2,8 +2,8 @@
 
 The hooks do the I/O (requests in the sync hook for tasks, aiohttp in the async hook for triggers);
 what they decide about it is here: the UAA token and when to renew it, Ops Manager's 401, which
-failures are retried and how long to wait, which errors no retry can fix, and how an answer becomes
-a body or an error (docs/ops-manager-api.md §0 and §1).
+failures are retried and how long to wait, and which errors no retry can fix (docs/ops-manager-api.md
+§0 and §1). What an answer means is :mod:`opsman.responses`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import re
 import socket
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from logging import Logger
 from typing import Any, ClassVar
@@ -27,23 +26,15 @@ from airflow.sdk.log import mask_secret
 
 from opsman.connection import OpsManagerConnectionSettings
 from opsman.exceptions import (
-    OpsManagerApiError,
     OpsManagerAuthError,
     OpsManagerConfigError,
     OpsManagerCredentialsError,
     OpsManagerError,
-    OpsManagerNotFoundError,
-    OpsManagerPermissionError,
-    OpsManagerRejectedError,
-    OpsManagerResponseError,
     OpsManagerTransientError,
-    SafetyViolationError,
     UaaUnavailableError,
 )
+from opsman.responses import decode, error_messages
 
-#: Statuses after which a request may not have been processed, or a load balancer answered for
-#: Ops Manager: retried for reads, reported as "outcome unknown" for writes.
-TRANSIENT_STATUSES = frozenset({502, 503, 504})
 TOKEN_CALL = "get UAA token"
 
 # -- the UAA token ---------------------------------------------------------------------------------
@@ -175,6 +166,11 @@ class TokenKeeper:
         return True
 
 
+def basic_auth(user: str, secret: str) -> str:
+    # By hand for aiohttp: its BasicAuth is deprecated, and the successor is missing from older aiohttp.
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
 def api_headers(token: str | None) -> dict[str, str]:
     # om sends these on every request, GET and DELETE included (docs/ops-manager-api.md §0).
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -292,139 +288,3 @@ def _backoff(settings: OpsManagerConnectionSettings) -> Callable[[tenacity.Retry
         return max(exponential(state), floor)
 
     return wait
-
-
-# -- answers ----------------------------------------------------------------------------------------
-
-
-def read_response(
-    call: str,
-    method: str,
-    path: str,
-    status: int,
-    content_type: str,
-    text: str,
-    accept: Iterable[int] = (200,),
-) -> Any:
-    """The decoded body of an accepted answer; anything else raises the error its status means."""
-    accept = tuple(accept)
-    body = decode(call, method, path, status, content_type, text, accept)
-    raise_for_status(call, method, path, status, body, accept)
-    return body
-
-
-def decode(
-    call: str,
-    method: str,
-    path: str,
-    status: int,
-    content_type: str,
-    text: str,
-    accept: Iterable[int] = (200,),
-) -> Any:
-    """The JSON body of a response; an error response that is not JSON (a proxy's HTML page) stays text."""
-    if not text.strip():
-        return {}
-    try:
-        return json.loads(text)
-    except ValueError:
-        if status not in accept:
-            return text
-        raise OpsManagerResponseError(
-            f"{call} ({method} {path}): expected JSON with HTTP {status}, got {content_type or 'no content type'}: "
-            f"{_text_excerpt(text)!r}. Is the connection's host really Ops Manager (not a proxy or login page)?"
-        ) from None
-
-
-def raise_for_status(
-    call: str, method: str, path: str, status: int, body: Any, accept: Iterable[int]
-) -> None:
-    if status in accept:
-        return
-    if status == 422 and isinstance(body, dict) and isinstance(body.get("safety_violations"), list):
-        raise SafetyViolationError(
-            call, method, path, status, body["safety_violations"], str(body.get("error") or "")
-        )
-    messages = error_messages(body)
-    if status in TRANSIENT_STATUSES:
-        raise OpsManagerTransientError(call, method, path, status, messages)
-    if status == 404:
-        raise OpsManagerNotFoundError(call, method, path, status, messages)
-    if status == 403:
-        raise OpsManagerPermissionError(
-            call, method, path, status, messages, hint=permission_hint(method, path)
-        )
-    if status == 401:
-        # A second 401 right after a new token: usually a revocation racing us, so the task's retries stay.
-        raise OpsManagerApiError(
-            call,
-            method,
-            path,
-            status,
-            messages,
-            hint="Ops Manager rejected a freshly issued token; check the UAA user's or client's opsman.* groups",
-        )
-    if status in (400, 422):
-        # Ops Manager's own words say what is wrong; the same request would get the same answer.
-        raise OpsManagerRejectedError(call, method, path, status, messages)
-    raise OpsManagerApiError(call, method, path, status, messages)
-
-
-def permission_hint(method: str, path: str) -> str:
-    """The role a refused call needs, for the error message."""
-    if method == "GET" and "/credentials/" in path:
-        return (
-            "Reading a credential needs a full role (Full Control, opsman.full_control, or Administrator, "
-            "opsman.admin); Restricted roles may not read credentials"
-        )
-    if method in ("POST", "PUT", "PATCH", "DELETE"):
-        return (
-            "This change needs a control role: Restricted Control (opsman.restricted_control) is enough, or "
-            "Full Control / Administrator; a view role may only read. Give the connection's UAA user or client "
-            "such a role, then clear this task"
-        )
-    return "The connection's UAA user or client needs an Ops Manager role (e.g. opsman.restricted_control)"
-
-
-def error_messages(body: Any) -> list[str]:
-    """Ops Manager's own words from any of its error envelopes (docs/ops-manager-api.md §0)."""
-    if isinstance(body, dict):
-        errors = body.get("errors")
-        if isinstance(errors, list):
-            return [str(e) for e in errors]
-        if isinstance(errors, dict):
-            return [
-                f"{key}: {msg}" if key not in ("base", "errors") else str(msg)
-                for key, msgs in errors.items()
-                for msg in (msgs if isinstance(msgs, list) else [msgs])
-            ]
-        if "error_description" in body or "error" in body:
-            return [": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))]
-    if isinstance(body, str) and body.strip():
-        return [_text_excerpt(body)]
-    return []
-
-
-def _text_excerpt(text: str, limit: int = 300) -> str:
-    flat = re.sub(r"<[^>]+>", " ", text)
-    flat = re.sub(r"\s+", " ", flat).strip()
-    return flat if len(flat) <= limit else flat[:limit] + "..."
-
-
-async def sse_events(lines: AsyncIterable[bytes]) -> AsyncIterator[tuple[str, str]]:
-    """Server-Sent Events from a stream's lines: ``(event, data)`` each; ``event`` is "" when unnamed.
-
-    A blank line ends an event; its ``data:`` lines are joined by newlines. Comments (``:``) and the
-    fields Ops Manager does not use (``id:``, ``retry:``) are skipped, as is an event the stream
-    ends before finishing.
-    """
-    event, data = "", []
-    async for raw in lines:
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        elif not line and (event or data):
-            yield event, "\n".join(data)
-            event, data = "", []
