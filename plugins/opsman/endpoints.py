@@ -21,6 +21,7 @@ from opsman.models import (
     PendingChange,
     Product,
 )
+from opsman.responses import Answer
 
 T = TypeVar("T")
 #: The CA calls also answer 207 Multi-Status with warnings (docs/ops-manager-api.md §0).
@@ -63,6 +64,11 @@ class Request(Generic[T]):
     #: Safe to send again when its outcome is unknown: reads, and writes whose repeat has the same effect.
     idempotent: bool = True
     authenticated: bool = True
+
+    def read(self, status: int, content_type: str, text: str) -> T:
+        """The typed result of Ops Manager's answer; an answer the call does not accept raises its error."""
+        answer = Answer(self.call, self.method, self.path, status, content_type, text)
+        return self.result(status, answer.accepted_body(self.accept))
 
 
 def _read(call: str, path: str, result: Callable[[Any], T], **options: Any) -> Request[T]:

@@ -34,7 +34,7 @@ from opsman.models import (
     PendingChange,
     Product,
 )
-from opsman.responses import read_response, sse_events
+from opsman.responses import Answer, sse_events
 from opsman.transport import (
     NETWORK_ERRORS,
     TOKEN_CALL,
@@ -58,6 +58,7 @@ class OpsManagerHook(HttpHook):
     One transport (:meth:`_call`) fetches and refreshes the UAA token, retries reads on connection
     errors, timeouts and 502/503/504 with exponential backoff, and never re-sends a write whose
     outcome is unknown: it raises :class:`OpsManagerTransientError` and the caller decides from state.
+    (A write UAA gave no token for was never sent: it waits for a token like a read.)
 
     :param opsman_conn_id: Airflow connection of type ``opsman``.
     """
@@ -138,10 +139,9 @@ class OpsManagerHook(HttpHook):
         """Send one API request (retried as :func:`opsman.transport.retry_policy` says); its typed result."""
         policy = retry_policy(self.settings, request.call, self.log, idempotent=request.idempotent)
         with self._lock:
-            status, body = tenacity.Retrying(**policy)(self._send_once, request)
-        return request.result(status, body)
+            return tenacity.Retrying(**policy)(self._send_once, request)
 
-    def _send_once(self, request: Request[Any]) -> tuple[int, Any]:
+    def _send_once(self, request: Request[T]) -> T:
         for rejected in self._tokens.sends(request.call):
             token = self._access_token() if request.authenticated else None
             try:
@@ -157,11 +157,7 @@ class OpsManagerHook(HttpHook):
                 raise network_error(self.settings, request.call, request.method, request.path, err) from None
             if not rejected(response.status_code):
                 break
-        content_type = response.headers.get("Content-Type", "")
-        status = response.status_code
-        return status, read_response(
-            request.call, request.method, request.path, status, content_type, response.text, request.accept
-        )
+        return request.read(response.status_code, response.headers.get("Content-Type", ""), response.text)
 
     # -- certificate authorities ---------------------------------------------------------------
 
@@ -316,12 +312,10 @@ class OpsManagerAsyncHook(HttpAsyncHook):
         policy = retry_policy(settings, request.call, self.log, idempotent=request.idempotent)
         async for attempt in tenacity.AsyncRetrying(**policy):
             with attempt:
-                status, body = await self._send_once(request, settings)
-        return request.result(status, body)
+                return await self._send_once(request, settings)
+        raise AssertionError("unreachable: AsyncRetrying returns or raises")  # pragma: no cover
 
-    async def _send_once(
-        self, request: Request[Any], settings: OpsManagerConnectionSettings
-    ) -> tuple[int, Any]:
+    async def _send_once(self, request: Request[T], settings: OpsManagerConnectionSettings) -> T:
         async with aiohttp.ClientSession() as session:
             for rejected in self._tokens.sends(request.call):
                 token = await self._access_token(session, settings) if request.authenticated else None
@@ -342,9 +336,7 @@ class OpsManagerAsyncHook(HttpAsyncHook):
                     raise network_error(settings, request.call, request.method, request.path, err) from None
                 if not rejected(status):
                     break
-        return status, read_response(
-            request.call, request.method, request.path, status, content_type, text, request.accept
-        )
+        return request.read(status, content_type, text)
 
     async def stream_current_log(self, idle_timeout: float = 600.0) -> AsyncIterator[tuple[str, str]]:
         """``GET /api/v0/installations/current_log``: the running installation's log as Server-Sent Events.
@@ -374,9 +366,8 @@ class OpsManagerAsyncHook(HttpAsyncHook):
                             continue
                         if response.status != 200:
                             content_type = response.headers.get("Content-Type", "")
-                            read_response(
-                                call, "GET", path, response.status, content_type, await response.text()
-                            )
+                            text = await response.text()
+                            Answer(call, "GET", path, response.status, content_type, text).accepted_body()
                         async for event, data in sse_events(response.content):
                             yield event, data
                             if event == "exit":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from opsman.exceptions import (
@@ -23,43 +24,38 @@ from opsman.exceptions import (
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
 
-def read_response(
-    call: str,
-    method: str,
-    path: str,
-    status: int,
-    content_type: str,
-    text: str,
-    accept: Iterable[int] = (200,),
-) -> Any:
-    """The decoded body of an accepted answer; anything else raises the error its status means."""
-    accept = tuple(accept)
-    body = decode(call, method, path, status, content_type, text, accept)
-    raise_for_status(call, method, path, status, body, accept)
-    return body
+@dataclass(frozen=True)
+class Answer:
+    """Ops Manager's (or UAA's) answer to one call, as either hook read it off its HTTP library."""
 
+    call: str  # what the call does, in words, for errors
+    method: str
+    path: str
+    status: int
+    content_type: str
+    text: str = field(repr=False)
 
-def decode(
-    call: str,
-    method: str,
-    path: str,
-    status: int,
-    content_type: str,
-    text: str,
-    accept: Iterable[int] = (200,),
-) -> Any:
-    """The JSON body of a response; an error response that is not JSON (a proxy's HTML page) stays text."""
-    if not text.strip():
-        return {}
-    try:
-        return json.loads(text)
-    except ValueError:
-        if status not in accept:
-            return text
-        raise OpsManagerResponseError(
-            f"{call} ({method} {path}): expected JSON with HTTP {status}, got {content_type or 'no content type'}: "
-            f"{_text_excerpt(text)!r}. Is the connection's host really Ops Manager (not a proxy or login page)?"
-        ) from None
+    def body(self, accept: Iterable[int] = (200,)) -> Any:
+        """The JSON body; an error answer that is not JSON (a proxy's HTML page) stays text."""
+        if not self.text.strip():
+            return {}
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            if self.status not in accept:
+                return self.text
+            raise OpsManagerResponseError(
+                f"{self.call} ({self.method} {self.path}): expected JSON with HTTP {self.status}, got "
+                f"{self.content_type or 'no content type'}: {_text_excerpt(self.text)!r}. Is the connection's "
+                "host really Ops Manager (not a proxy or login page)?"
+            ) from None
+
+    def accepted_body(self, accept: Iterable[int] = (200,)) -> Any:
+        """The body of an accepted answer; any other answer raises the error its status means."""
+        accept = tuple(accept)
+        body = self.body(accept)
+        raise_for_status(self.call, self.method, self.path, self.status, body, accept)
+        return body
 
 
 def raise_for_status(

@@ -33,7 +33,7 @@ from opsman.exceptions import (
     OpsManagerTransientError,
     UaaUnavailableError,
 )
-from opsman.responses import decode, error_messages
+from opsman.responses import Answer, error_messages
 
 TOKEN_CALL = "get UAA token"
 
@@ -100,7 +100,7 @@ def token_from_answer(
     retried like a dropped connection. 400/401/403 mean wrong credentials and 404 a wrong UAA URL:
     no retry can fix those.
     """
-    body = decode(TOKEN_CALL, "POST", url, status, content_type, text)
+    body = Answer(TOKEN_CALL, "POST", url, status, content_type, text).body()
     if status == 200:
         return UaaToken.from_response(body, url)
     messages = error_messages(body)
@@ -108,10 +108,10 @@ def token_from_answer(
         raise UaaUnavailableError(
             TOKEN_CALL, "POST", url, status, messages, hint="the call was not sent to Ops Manager"
         )
-    text = "; ".join(messages) or f"HTTP {status}"
+    reason = "; ".join(messages) or f"HTTP {status}"
     if status in (400, 401, 403):
         raise OpsManagerCredentialsError(
-            f"UAA at {url} refused to issue a token for {settings.principal} (HTTP {status}: {text}). "
+            f"UAA at {url} refused to issue a token for {settings.principal} (HTTP {status}: {reason}). "
             f"Check the login/password or client_id/client_secret of connection '{settings.conn_id}'; "
             "not retried, a retry would send the same credentials."
         )
@@ -121,7 +121,7 @@ def token_from_answer(
             f"'{settings.conn_id}' (default: <host>/uaa)."
         )
     raise OpsManagerAuthError(
-        f"UAA at {url} answered HTTP {status} ({text}) to the token request; try again later"
+        f"UAA at {url} answered HTTP {status} ({reason}) to the token request; try again later"
     )
 
 
@@ -130,7 +130,7 @@ class TokenKeeper:
 
     A 401 is decided before Ops Manager acts on the request, so sending the request again with a new
     token is safe even for a write: the token was revoked or expired early. Once per request: a 401
-    right after a new token is reported (:func:`raise_for_status`), not chased.
+    right after a new token is reported (:func:`opsman.responses.raise_for_status`), not chased.
     """
 
     def __init__(self, log: Logger) -> None:
