@@ -62,7 +62,8 @@ class Request(Generic[T]):
     params: dict[str, str] | None = None
     accept: tuple[int, ...] = (200,)
     #: Safe to send again when its outcome is unknown: reads, and writes whose repeat has the same effect.
-    idempotent: bool = True
+    #: Off unless said: a write sent twice may act twice.
+    idempotent: bool = False
     authenticated: bool = True
 
     def read(self, status: int, content_type: str, text: str) -> T:
@@ -72,7 +73,7 @@ class Request(Generic[T]):
 
 
 def _read(call: str, path: str, result: Callable[[Any], T], **options: Any) -> Request[T]:
-    return Request(call, "GET", path, lambda _status, body: result(body), **options)
+    return Request(call, "GET", path, lambda _status, body: result(body), idempotent=True, **options)
 
 
 def _listed(call: str, key: str, parse: Callable[[Any, str], T]) -> Callable[[Any], list[T]]:
@@ -115,7 +116,7 @@ def _ca_write(
             authority=CertificateAuthority.from_api(body, call) if new_authority else None,
         )
 
-    return Request(call, method, path, result, json_body=json_body, accept=CA_OK, idempotent=False)
+    return Request(call, method, path, result, json_body=json_body, accept=CA_OK)
 
 
 def generate_certificate_authority() -> Request[CaCallResult]:
@@ -157,7 +158,7 @@ def apply_changes(options: ApplyChangesOptions) -> Request[int]:
         return install["id"]
 
     body = options.request_body()
-    return Request(call, "POST", Paths.INSTALLATIONS, installation_id, json_body=body, idempotent=False)
+    return Request(call, "POST", Paths.INSTALLATIONS, installation_id, json_body=body)
 
 
 def list_installations() -> Request[list[Installation]]:
