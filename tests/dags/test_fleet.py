@@ -240,7 +240,7 @@ class TestFleetDags:
                     )  # plain values, not templates
                     seen.setdefault(name, set()).add(task.task_id)
         assert set(seen) == set(expected), "every setting reaches some operator"
-        assert seen["opsman_conn_id"] == set(east.task_ids) - {"summary"}
+        assert seen["opsman_conn_id"] == set(east.task_ids)  # the summary too: an operator like the others
         assert len(seen["deploy_products"]) == 4  # every Apply Changes
         sensors = [t for t in east.tasks if isinstance(t, ApplyChangesSensor)]
         assert {(t.deferrable, t.mode, t.poll_interval_seconds) for t in sensors} == {
