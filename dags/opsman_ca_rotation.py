@@ -16,7 +16,6 @@ from typing import Any
 from airflow.sdk import DAG, Asset, BaseOperator, Param, TaskGroup, XComArg, chain
 
 from opsman.compat import DOUBLING_BACKOFF
-from opsman.constants import EXPIRES_WITHIN_PATTERN
 from opsman.expiry import ExpiryReportOperator, RotationDueOperator
 from opsman.fleet import DEFAULT_SETTINGS, FLEET_FORM, Fleet, Foundation, load_fleet
 from opsman.operators import (
@@ -36,6 +35,17 @@ from opsman.operators import (
 from opsman.planning import APPLY_DELETE, APPLY_LEAVES, APPLY_NEW_CA, INITIAL_APPLY
 from opsman.reports import FleetReportOperator, RotationSummaryOperator
 from opsman.sensors import ApplyChangesSensor
+from opsman.values import (
+    ApplyChangesMode,
+    ConnId,
+    DeployProducts,
+    Errands,
+    Flag,
+    IfInstallationRunning,
+    PollSeconds,
+    Window,
+    param_schema,
+)
 
 DOC_MD = """
 ### Rotate the Ops Manager root CA
@@ -94,32 +104,28 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
     params = {
         "opsman_conn_id": Param(
             "opsman_default",
-            type="string",
-            minLength=1,
+            **param_schema(ConnId),
             title="Ops Manager connection",
             description="Airflow connection (type opsman) of the foundation to rotate.",
             section="Foundation",
         ),
         "dry_run": Param(
             False,
-            type="boolean",
+            **param_schema(Flag),
             title="Dry run",
             section="Foundation",
             description="Only read Ops Manager's state and log what each step would do; change nothing.",
         ),
         "poll_interval_seconds": Param(
             d["poll_interval_seconds"],
-            type="integer",
-            minimum=1,
-            maximum=3600,
+            **param_schema(PollSeconds),
             title="Poll interval (seconds)",
             section="Foundation",
             description="How often to ask Ops Manager whether an Apply Changes has finished.",
         ),
         "expires_within": Param(
             d["expires_within"],
-            type="string",
-            pattern=EXPIRES_WITHIN_PATTERN.pattern,
+            **param_schema(Window),
             title="Expiry window",
             section="Foundation",
             description="Report certificates expiring within this window (e.g. 3m, 6w, 90d); the new CA must outlive it.",
@@ -127,7 +133,8 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
         "custom_ca_conn_id": Param(
             # None, not "": the UI trigger form treats an empty string as a missing required value.
             d["custom_ca_conn_id"],
-            type=["null", "string"],
+            # The type first: the form picks its widget by it (a text field that may stay empty).
+            **{**param_schema(ConnId), "type": ["null", "string"]},
             title="Bring your own CA (connection)",
             section="Foundation",
             description=(
@@ -137,22 +144,21 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
         ),
         "initial_apply_changes": Param(
             d["initial_apply_changes"],
-            type="boolean",
+            **param_schema(Flag),
             title="Initial Apply Changes",
             section="Procedure",
             description="Run the Apply Changes the procedure starts with, before generating the new CA.",
         ),
         "if_installation_running": Param(
             d["if_installation_running"],
-            type="string",
-            enum=["wait", "fail"],
+            **param_schema(IfInstallationRunning),
             title="If an Apply Changes is running",
             section="Procedure",
             description="wait: let it finish, then start; fail: stop without changing anything.",
         ),
         "allow_pending_changes": Param(
             False,
-            type="boolean",
+            **param_schema(Flag),
             title="Allow other staged changes",
             section="Procedure",
             description="Deploy changes other people staged in Ops Manager along with the rotation (refused by default).",
@@ -170,22 +176,21 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
         ),
         "apply_changes_mode": Param(
             d["apply_changes_mode"],
-            type="string",
-            enum=["api", "manual"],
+            **param_schema(ApplyChangesMode),
             title="Apply Changes mode",
             section="Apply Changes",
             description="api: the DAG starts each Apply Changes; manual: a person clicks Apply Changes and the DAG waits.",
         ),
         "deploy_products": Param(
             d["deploy_products"],
-            type=["string", "array"],
+            **{**param_schema(DeployProducts), "type": ["string", "array"]},
             title="Products to deploy",
             section="Apply Changes",
             description="'all' (what the rotation docs require), 'none' (director only), or a list of product GUIDs or names.",
         ),
         "errands": Param(
             d["errands"],
-            type="object",
+            **param_schema(Errands),
             title="Errands",
             section="Apply Changes",
             description=(
@@ -195,21 +200,21 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
         ),
         "recreate_vms": Param(
             d["recreate_vms"],
-            type="boolean",
+            **param_schema(Flag),
             title="Recreate VMs",
             section="Apply Changes",
             description="Recreate every VM during each Apply Changes (the 2.10+ docs ask for it during a rotation).",
         ),
         "force_latest_variables": Param(
             d["force_latest_variables"],
-            type="boolean",
+            **param_schema(Flag),
             title="Force latest variables",
             section="Apply Changes",
             description="BOSH --force-latest-variables on each Apply Changes.",
         ),
         "ignore_warnings": Param(
             d["ignore_warnings"],
-            type="boolean",
+            **param_schema(Flag),
             title="Ignore warnings",
             section="Apply Changes",
             description="Bypass ignorable verifier warnings on each Apply Changes.",
@@ -219,7 +224,7 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
         return params
     params["only_if_due"] = Param(
         False,
-        type="boolean",
+        **param_schema(Flag),
         title="Only if due",
         section="Foundation",
         description="Manual runs rotate regardless; set true to check expiry first, as scheduled runs always do.",
