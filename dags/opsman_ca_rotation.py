@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from airflow.sdk import DAG, Asset, BaseOperator, Param, TaskGroup, XComArg, chain
@@ -99,7 +100,37 @@ def root_ca_asset(foundation: Foundation) -> Asset:
 
 def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
     """The trigger form: all of it without a foundation; a foundation's DAG keeps only :data:`FLEET_FORM`
-    (its other settings are the fleet file's, see :func:`settings`)."""
+    (its other settings are the fleet file's, see :func:`settings`). Fresh Params for every DAG: a run
+    updates its DAG's Params."""
+    if foundation is None:
+        return full_form()
+    return {
+        name: Param(value, description=text, **schema) for name, (value, text, schema) in fleet_form().items()
+    }
+
+
+@cache  # every foundation's DAG has the same form: build it once per file
+def fleet_form() -> dict[str, tuple[Any, str, dict[str, Any]]]:
+    """The short form of a foundation's DAG: each Param's default, description and schema."""
+    form = full_form()
+    form["only_if_due"] = Param(
+        False,
+        **param_schema(Flag),
+        title="Only if due",
+        section="Foundation",
+        description="Manual runs rotate regardless; set true to check expiry first, as scheduled runs always do.",
+    )
+    # Each Param names its JSON-schema draft: Airflow validates a scheduled DAG's Params when they are set
+    # and when it serializes the DAG, and the draft-07 meta-schema is about 4x cheaper to check than the
+    # default 2020-12 one.
+    return {
+        name: (form[name].value, form[name].description, {**form[name].schema, "$schema": PARAM_SCHEMA_DRAFT})
+        for name in FLEET_FORM
+    }
+
+
+def full_form() -> dict[str, Param]:
+    """The form of ``opsman_ca_rotation``: every setting, defaults from the fleet schema's."""
     d = DEFAULT_SETTINGS
     params = {
         "opsman_conn_id": Param(
@@ -220,26 +251,7 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
             description="Bypass ignorable verifier warnings on each Apply Changes.",
         ),
     }
-    if foundation is None:
-        return params
-    params["only_if_due"] = Param(
-        False,
-        **param_schema(Flag),
-        title="Only if due",
-        section="Foundation",
-        description="Manual runs rotate regardless; set true to check expiry first, as scheduled runs always do.",
-    )
-    # Each Param names its JSON-schema draft: Airflow validates a scheduled DAG's Params when they are set
-    # and when it serializes the DAG, and the draft-07 meta-schema is about 4x cheaper to check than the
-    # default 2020-12 one.
-    return {
-        name: Param(
-            params[name].value,
-            description=params[name].description,
-            **{**params[name].schema, "$schema": PARAM_SCHEMA_DRAFT},
-        )
-        for name in FLEET_FORM
-    }
+    return params
 
 
 def settings(foundation: Foundation | None) -> dict[str, Any]:

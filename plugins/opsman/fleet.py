@@ -347,7 +347,8 @@ def load_fleet(path: str | os.PathLike[str] | None = None) -> Fleet | None:
     import yaml  # an Airflow dependency; imported only when there is a fleet file
 
     try:
-        document = yaml.safe_load(path.read_text())
+        # libyaml's loader when PyYAML has it: about 8x faster than the pure-Python one, same documents.
+        document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as err:
         raise FleetFileError(f"{path}: not valid YAML: {err}") from None
     return parse_fleet(document, path)

@@ -9,6 +9,7 @@ them (:func:`param_schema`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, Strict, TypeAdapter
@@ -37,8 +38,9 @@ DeployProducts = (
 Errands = dict[str, dict[str, Any]]
 
 
+@cache  # once per process: the DAG file builds a form per foundation (bench/parse_cost.py)
 def param_schema(rule: Any) -> dict[str, Any]:
-    """The JSON schema of a rule above, for a trigger-form Param."""
+    """The JSON schema of a rule above, for a trigger-form Param (shared: do not change it)."""
     return TypeAdapter(rule).json_schema()
 
 
