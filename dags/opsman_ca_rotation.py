@@ -9,6 +9,7 @@ regenerate the non-configurable certificates (+ Apply Changes) → delete the ol
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -486,28 +487,42 @@ def activate_new_ca(r: Rotation) -> TaskGroup:
 
 def regenerate_certificates(r: Rotation) -> TaskGroup:
     """Regenerate the non-configurable leaf certificates under the new CA, then Apply Changes."""
-    with TaskGroup("regenerate_certificates") as group:
-        regenerate = RegenerateCertificatesOperator(
+    return change_then_apply_changes(
+        r,
+        "regenerate_certificates",
+        APPLY_LEAVES,
+        lambda: RegenerateCertificatesOperator(
             task_id="regenerate_leaf_certificates",
             opsman_conn_id=r.conn,
             plan=r.plan,
             new_ca_guid=r.new_ca_guid,
-        )
-        chain(regenerate, *apply_changes(r, APPLY_LEAVES, after=regenerate))
-    return group
+        ),
+    )
 
 
 def delete_old_ca(r: Rotation) -> TaskGroup:
     """Delete the old CA, then Apply Changes removes it from the trust stores."""
-    with TaskGroup("delete_old_ca") as group:
-        delete = DeleteCertificateAuthorityOperator(
+    return change_then_apply_changes(
+        r,
+        "delete_old_ca",
+        APPLY_DELETE,
+        lambda: DeleteCertificateAuthorityOperator(
             task_id="delete_ca",
             opsman_conn_id=r.conn,
             plan=r.plan,
             old_ca_guid=r.old_ca_guid,
             new_ca_guid=r.new_ca_guid,
-        )
-        chain(delete, *apply_changes(r, APPLY_DELETE, after=delete))
+        ),
+    )
+
+
+def change_then_apply_changes(
+    r: Rotation, group_id: str, step: str, change: Callable[[], BaseOperator]
+) -> TaskGroup:
+    """A section that makes one change (built by ``change``), then applies it."""
+    with TaskGroup(group_id) as group:
+        made = change()
+        chain(made, *apply_changes(r, step, after=made))
     return group
 
 
