@@ -543,9 +543,7 @@ def test_the_trigger_form_and_the_fleet_file_refuse_the_same_values(monkeypatch,
     with pytest.raises(ParamValidationError):
         params[param] = value
         params.validate()
-    with pytest.raises(
-        FleetFileError, match=f"field '(apply_changes.)?{fleet_fields and next(iter(fleet_fields))}"
-    ):
+    with pytest.raises(FleetFileError, match=f"foundation 'east', field '{next(iter(fleet_fields))}"):
         parse_fleet({"foundations": [{"name": "east", "conn_id": "opsman_east", **fleet_fields}]})
 
 
