@@ -1,8 +1,9 @@
 """The fleet file: which foundations to rotate, on what schedule, with which options.
 
-Read at DAG-parse time, so it is cheap on purpose: YAML, a few checks, no network, no hook. Every
-problem raises one :class:`FleetFileError` naming the file, the foundation and the field, which the
-DAG processor shows as the DAG file's import error.
+Read at DAG-parse time, so it is cheap on purpose: YAML and a pydantic schema, no network, no hook.
+The schema's rules are the types of :mod:`opsman.values`, which the trigger form's Params share. The
+first problem raises one :class:`FleetFileError` naming the file, the foundation and the field (in
+the rule's own words, :data:`RULES`), which the DAG processor shows as the DAG file's import error.
 
 A foundation's DAG takes every setting from here (:attr:`Foundation.settings`, plain operator
 arguments); its trigger form keeps only the per-run choices in :data:`FLEET_FORM`.
