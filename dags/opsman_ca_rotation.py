@@ -3,7 +3,8 @@
 The task groups follow "Regenerating and Rotating Non-Configurable TLS/SSL Certificates":
 pre-flight → initial Apply Changes → create a new CA → activate it (list, Apply Changes, activate) →
 regenerate the non-configurable certificates (+ Apply Changes) → delete the old CA (+ Apply Changes)
-→ verify.
+→ verify. :func:`build_rotation_dag` chains them in that order, each section built by the function
+of its name further down; a section hands later ones its results through :class:`Rotation`.
 """
 
 from __future__ import annotations
@@ -90,6 +91,62 @@ In force for this DAG:
 PARAM_SCHEMA_DRAFT = "http://json-schema.org/draft-07/schema#"
 #: Fleet DAGs are scheduled; with catchup off only the latest interval runs.
 FLEET_START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Rotation:
+    """What the sections of one rotation DAG share: the settings, how Apply Changes is waited for, and
+    the tasks whose XComs later sections read (set by the section that creates them)."""
+
+    settings: dict[str, Any]
+    wait_mode: dict[str, Any]
+    check: CheckOpsManagerOperator | None = None
+    plan: XComArg | None = None
+    new_ca_guid: XComArg | None = None
+    #: What the verification of the new CA returns: the CA the rotation replaces.
+    old_ca_guid: XComArg | None = None
+    #: The installation each Apply Changes ended with, by section: for the summary.
+    installations: dict[str, XComArg] = field(default_factory=dict)
+
+    @property
+    def conn(self) -> Any:
+        return self.settings["opsman_conn_id"]
+
+
+def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = None) -> DAG:
+    """The rotation DAG: ``opsman_ca_rotation`` (manual, any connection) without a foundation, else
+    ``opsman_ca_rotation__<name>`` for one foundation of the fleet file: scheduled, rotating only when
+    due, every task in the foundation's one-slot pool, an Asset event and notifications.
+    """
+    with rotation_dag(foundation, fleet_path) as dag:
+        r = Rotation(settings(foundation), sensor_mode(foundation))
+        # The documented procedure, one section after the other; a foundation's DAG first checks
+        # whether a rotation is due. Each section is a task group built by the function of its name.
+        chain(
+            *([rotation_due(r, foundation)] if foundation else []),
+            preflight(r),
+            initial_apply_changes(r),
+            create_new_ca(r),
+            activate_new_ca(r),
+            regenerate_certificates(r),
+            delete_old_ca(r),
+            verify(r),
+            summary(r, foundation),
+        )
+    # The form goes on the DAG only now, after its tasks: an operator built inside a DAG deep-copies the
+    # DAG's Params once per __init__ in its class chain, and serializing validates every task's copy
+    # (bench/parse_cost.py: the fleet's main parse cost). Tasks do not need a copy: at run time Airflow
+    # merges the DAG's Params and the run's conf into each task's params (process_params).
+    dag.params = rotation_params(foundation)
+    if foundation is not None:
+        # The fleet file's values are data, not templates: no Jinja pass over a connection id or an
+        # errand name, and nothing for the DAG processor to serialize as a template (one config read
+        # and one conversion per templated field and task: bench/parse_cost.py).
+        for op in dag.tasks:
+            op.template_fields = tuple(
+                name for name in op.template_fields if is_template(getattr(op, name, None))
+            )
+    return dag
 
 
 def root_ca_asset(foundation: Foundation) -> Asset:
@@ -301,62 +358,6 @@ def xcom_value(task: BaseOperator, key: str | None = None, item: str | None = No
     """
     pull = f"ti.xcom_pull(task_ids='{task.task_id}'" + (f", key='{key}')" if key else ")")
     return "{{ " + pull + (f"['{item}']" if item else "") + " }}"
-
-
-@dataclass
-class Rotation:
-    """What the sections of one rotation DAG share: the settings, how Apply Changes is waited for, and
-    the tasks whose XComs later sections read (set by the section that creates them)."""
-
-    settings: dict[str, Any]
-    wait_mode: dict[str, Any]
-    check: CheckOpsManagerOperator | None = None
-    plan: XComArg | None = None
-    new_ca_guid: XComArg | None = None
-    #: What the verification of the new CA returns: the CA the rotation replaces.
-    old_ca_guid: XComArg | None = None
-    #: The installation each Apply Changes ended with, by section: for the summary.
-    installations: dict[str, XComArg] = field(default_factory=dict)
-
-    @property
-    def conn(self) -> Any:
-        return self.settings["opsman_conn_id"]
-
-
-def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = None) -> DAG:
-    """The rotation DAG: ``opsman_ca_rotation`` (manual, any connection) without a foundation, else
-    ``opsman_ca_rotation__<name>`` for one foundation of the fleet file: scheduled, rotating only when
-    due, every task in the foundation's one-slot pool, an Asset event and notifications.
-    """
-    with rotation_dag(foundation, fleet_path) as dag:
-        r = Rotation(settings(foundation), sensor_mode(foundation))
-        # The documented procedure, one section after the other; a foundation's DAG first checks
-        # whether a rotation is due. Each section is a task group built by the function of its name.
-        chain(
-            *([rotation_due(r, foundation)] if foundation else []),
-            preflight(r),
-            initial_apply_changes(r),
-            create_new_ca(r),
-            activate_new_ca(r),
-            regenerate_certificates(r),
-            delete_old_ca(r),
-            verify(r),
-            summary(r, foundation),
-        )
-    # The form goes on the DAG only now, after its tasks: an operator built inside a DAG deep-copies the
-    # DAG's Params once per __init__ in its class chain, and serializing validates every task's copy
-    # (bench/parse_cost.py: the fleet's main parse cost). Tasks do not need a copy: at run time Airflow
-    # merges the DAG's Params and the run's conf into each task's params (process_params).
-    dag.params = rotation_params(foundation)
-    if foundation is not None:
-        # The fleet file's values are data, not templates: no Jinja pass over a connection id or an
-        # errand name, and nothing for the DAG processor to serialize as a template (one config read
-        # and one conversion per templated field and task: bench/parse_cost.py).
-        for op in dag.tasks:
-            op.template_fields = tuple(
-                name for name in op.template_fields if is_template(getattr(op, name, None))
-            )
-    return dag
 
 
 def rotation_dag(foundation: Foundation | None, fleet_path: Any) -> DAG:
