@@ -294,7 +294,13 @@ RULES = {
     "kwargs": "must be a mapping",
     "flag": "must be true or false",
 }
-FLAGS = {"recreate_vms", "force_latest_variables", "ignore_warnings", "initial", "trigger_due_rotations"}
+#: The fleet file's true/false keys: their errors say "must be true or false".
+FLAGS = {
+    f.alias or name
+    for m in (ApplyChanges, Report)
+    for name, f in m.model_fields.items()
+    if f.annotation is bool
+}
 
 
 def _where(loc: tuple[Any, ...]) -> str:
