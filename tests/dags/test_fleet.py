@@ -15,7 +15,14 @@ import yaml
 from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.state import DagRunState, TaskInstanceState
 from recording_notifier import calls
-from support import SIM_PASSWORD, SIM_USER, api_writes, check_rotation_invariants, connection_json
+from support import (
+    SIM_PASSWORD,
+    SIM_USER,
+    api_writes,
+    check_rotation_invariants,
+    connection_json,
+    polling_fast,
+)
 
 from opsman.sensors import ApplyChangesSensor
 from opsman_simulator.process import SimulatorProcess
@@ -355,7 +362,7 @@ class TestExpiryDrivenRuns:
         young_sim.reset()
         young_sim.clear_journal()
         fleet({"west": (young_sim, FAST)})
-        dag_run = dagbag().dags["opsman_ca_rotation__west"].test()
+        dag_run = polling_fast(dagbag().dags["opsman_ca_rotation__west"]).test()
         assert dag_run.state == DagRunState.SUCCESS and dag_run.run_type == "scheduled"
         task_states = states(dag_run)
         assert task_states.pop("rotation_due") == TaskInstanceState.SUCCESS
@@ -371,12 +378,12 @@ class TestExpiryDrivenRuns:
     def test_a_manual_run_checks_only_when_asked(self, fleet, young_sim, airflow_db):
         young_sim.reset()
         fleet({"west": (young_sim, FAST)})
-        dag = dagbag().dags["opsman_ca_rotation__west"]
+        dag = polling_fast(dagbag().dags["opsman_ca_rotation__west"])
         asked = dag.test(run_conf={"only_if_due": True})
         assert states(asked)["preflight.check_ops_manager"] == TaskInstanceState.SKIPPED
         # Not asked: the young CA is rotated regardless (a dry run here, to stay read-only).
         young_sim.clear_journal()
-        not_asked = dagbag().dags["opsman_ca_rotation__west"].test(run_conf={"dry_run": True})
+        not_asked = polling_fast(dagbag().dags["opsman_ca_rotation__west"]).test(run_conf={"dry_run": True})
         assert xcom(not_asked, "rotation_due") == {"checked": False, "due": True, "run_type": "manual"}
         assert states(not_asked)["preflight.plan_rotation"] == TaskInstanceState.SUCCESS
         assert states(not_asked)["summary"] == TaskInstanceState.SKIPPED  # a dry run emits no Asset event
@@ -421,7 +428,7 @@ class TestExpiryDrivenRuns:
         (old_guid,) = [ca["guid"] for ca in sim.state()["certificate_authorities"]]
         sim.clear_journal()
 
-        dag_run = dagbag().dags["opsman_ca_rotation__east"].test()
+        dag_run = polling_fast(dagbag().dags["opsman_ca_rotation__east"]).test()
 
         assert dag_run.state == DagRunState.SUCCESS, states(dag_run)
         due = xcom(dag_run, "rotation_due")
@@ -454,7 +461,7 @@ class TestExpiryDrivenRuns:
         cf = next(p for p in sim.state()["products"] if p["type"] == "cf")
         sim.faults(stage_pending_change={"product_guid": cf["guid"], "action": "update"})
 
-        dag_run = dagbag().dags["opsman_ca_rotation__east"].test()
+        dag_run = polling_fast(dagbag().dags["opsman_ca_rotation__east"]).test()
 
         assert dag_run.state == DagRunState.FAILED
         assert states(dag_run)["preflight.check_pending_changes"] == TaskInstanceState.FAILED
