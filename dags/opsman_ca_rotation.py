@@ -21,6 +21,7 @@ from opsman.fleet import DEFAULT_SETTINGS, FLEET_FORM, Fleet, Foundation, load_f
 from opsman.models import isoformat
 from opsman.operators import (
     AFTER_INSTALLATION_KEY,
+    OLD_CA_KEY,
     WATERMARK_KEY,
     ActivateCertificateAuthorityOperator,
     ApplyChangesOperator,
@@ -294,6 +295,7 @@ def apply_changes(
         force_latest_variables=s["force_latest_variables"],
         apply_changes_mode=s["apply_changes_mode"],
         wait_poll_seconds=s["poll_interval_seconds"],
+        deferrable=wait_mode["deferrable"],
     )
     wait = ApplyChangesSensor(
         task_id="wait_for_apply_changes",
@@ -439,7 +441,7 @@ def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = N
                 task_id="delete_ca",
                 opsman_conn_id=conn,
                 plan=PLAN,
-                old_ca_guid=verify_new_ca.output,
+                old_ca_guid=verify_new_ca.output[OLD_CA_KEY],
                 new_ca_guid=generate.output,
             )
             apply_delete, wait_delete = apply_changes(APPLY_DELETE, "delete_old_ca.delete_ca", s, wait_mode)
@@ -516,7 +518,7 @@ def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = N
             print("\n".join(lines))  # task stdout goes to the task log
             return report
 
-        verify_rotation >> summary(verify_new_ca.output, generate.output)
+        verify_rotation >> summary(verify_new_ca.output[OLD_CA_KEY], generate.output)
     # The form goes on the DAG only now, after its tasks: an operator built inside a DAG deep-copies the
     # DAG's Params once per __init__ in its class chain, and serializing validates every task's copy
     # (bench/parse_cost.py: the fleet's main parse cost). Tasks do not need a copy: at run time Airflow

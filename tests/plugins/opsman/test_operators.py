@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from support import api_writes, journal_calls, task_context, wait_for_installation
+from support import api_writes, execute_with_deferrals, journal_calls, task_context, wait_for_installation
 
 from opsman.compat import AirflowFailException
 from opsman.exceptions import OpsManagerConfigError, OpsManagerTransientError, RotationStateError
@@ -13,6 +13,8 @@ from opsman.hooks import OpsManagerHook
 from opsman.models import ApplyChangesOptions, InstallationStatus
 from opsman.operators import (
     AFTER_INSTALLATION_KEY,
+    NEW_CA_KEY,
+    OLD_CA_KEY,
     WATERMARK_KEY,
     ActivateCertificateAuthorityOperator,
     ApplyChangesOperator,
@@ -108,20 +110,20 @@ class TestGenerate:
 
 
 class TestVerify:
+    def _verify(self, new_guid):
+        context = task_context()
+        guids = VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid).execute(context)
+        assert {k: context["ti"].xcoms[k] for k in (NEW_CA_KEY, OLD_CA_KEY)} == guids
+        return guids
+
     def test_returns_the_old_active_ca(self, sim):
         (old_guid,) = cas()
         new_guid, _ = generate()
-        assert (
-            VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid).execute(task_context())
-            == old_guid
-        )
+        assert self._verify(new_guid) == {"new_ca_guid": new_guid, "old_ca_guid": old_guid}
 
     def test_after_activation_the_old_ca_is_the_other_one(self, sim):
         old_guid, new_guid = activated_rotation()
-        assert (
-            VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid).execute(task_context())
-            == old_guid
-        )
+        assert self._verify(new_guid) == {"new_ca_guid": new_guid, "old_ca_guid": old_guid}
 
     def test_a_missing_new_ca_fails(self, sim):
         with pytest.raises(RotationStateError, match="is not on Ops Manager"):
@@ -198,10 +200,11 @@ class TestDelete:
 
 
 class TestApplyChanges:
-    def _apply(self, after, **kwargs):
-        return ApplyChangesOperator(
+    def _apply(self, after, triggers=None, **kwargs):
+        operator = ApplyChangesOperator(
             task_id="apply", after_installation_id=after, wait_poll_seconds=0.2, **kwargs
-        ).execute(task_context())
+        )
+        return execute_with_deferrals(operator, task_context(), triggers)
 
     def test_starts_one_then_a_retry_attaches_to_it(self, sim):
         hook = OpsManagerHook()
@@ -230,14 +233,20 @@ class TestApplyChanges:
         second = self._apply(watermark)
         assert second > failed
 
-    def test_waits_out_an_installation_that_predates_the_step(self, sim):
+    @pytest.mark.parametrize("deferrable", [True, False], ids=["triggerer", "worker"])
+    def test_waits_out_an_installation_that_predates_the_step(self, sim, deferrable):
         hook = OpsManagerHook()
         someone_elses = hook.apply_changes(ApplyChangesOptions())
         watermark = hook.list_installations()[0].id  # the step's change came after it started
-        mine = self._apply(watermark)
+        triggers = []
+        mine = self._apply(watermark, triggers, deferrable=deferrable)
         assert mine > someone_elses
         installs = {i.id: i for i in hook.list_installations()}
         assert installs[someone_elses].finished_at <= installs[mine].started_at
+        # Deferrable: the wait is the triggerer's, following only someone else's installation's end.
+        assert [(t.installation_id, t.follow_log) for t in triggers] == (
+            [(someone_elses, False)] if deferrable else []
+        )
 
     def test_options_reach_the_request(self, sim):
         hook = OpsManagerHook()
