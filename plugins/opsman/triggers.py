@@ -119,7 +119,7 @@ class InstallationTrigger(BaseTrigger):
     async def _stream_log(self, hook: OpsManagerAsyncHook) -> None:
         """Print the running installation's log from the stream, each line once.
 
-        The stream replays the whole log before going live (reference: 3.0 API), on every
+        The stream replays the whole log before going live (docs/ops-manager-api.md, section 8), on every
         connection. ``log_offset`` counts the characters of the log already printed (by the sensor,
         an earlier stream or a poll), so replayed lines are counted, not printed. A stream that ends
         without its ``exit`` event is reopened; after ``MAX_STREAM_BREAKS`` breaks, or where the

@@ -153,7 +153,7 @@ class OpsManagerBaseOperator(BaseOperator):
             return write()
         except unknown as err:
             self.log.warning(
-                "%s did not answer cleanly (%s); reading Ops Manager's %s to find out whether it took effect",
+                "%s: the outcome is unknown (%s); reading Ops Manager's %s to find out whether it took effect",
                 call,
                 err,
                 reading,
