@@ -152,6 +152,8 @@ class Run:
         else:
             if value is not None:
                 self.xcoms[(task_id, "return_value")] = value
+                if task.multiple_outputs:  # as Airflow does: each key of the returned mapping, an XCom
+                    self.xcoms.update({(task_id, key): v for key, v in value.items()})
             result = TryResult(task_id, "success", value=value)
         self.states[task_id] = (
             "failed"

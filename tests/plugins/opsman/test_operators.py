@@ -13,8 +13,6 @@ from opsman.hooks import OpsManagerHook
 from opsman.models import ApplyChangesOptions, InstallationStatus
 from opsman.operators import (
     AFTER_INSTALLATION_KEY,
-    NEW_CA_KEY,
-    OLD_CA_KEY,
     WATERMARK_KEY,
     ActivateCertificateAuthorityOperator,
     ApplyChangesOperator,
@@ -111,10 +109,9 @@ class TestGenerate:
 
 class TestVerify:
     def _verify(self, new_guid):
-        context = task_context()
-        guids = VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid).execute(context)
-        assert {k: context["ti"].xcoms[k] for k in (NEW_CA_KEY, OLD_CA_KEY)} == guids
-        return guids
+        operator = VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid)
+        assert operator.multiple_outputs, "each GUID is an XCom of its own name"
+        return operator.execute(task_context())
 
     def test_returns_the_old_active_ca(self, sim):
         (old_guid,) = cas()
