@@ -153,10 +153,10 @@ class OpsManagerBaseOperator(BaseOperator):
             return write()
         except unknown as err:
             self.log.warning(
-                "%s: the outcome is unknown (%s); reading Ops Manager's %s to find out whether it took effect",
+                "%s: the outcome is unknown; reading Ops Manager's %s to find out whether it took effect (%s)",
                 call,
-                err,
                 reading,
+                err,
             )
             found = effect()
             if found is None:
