@@ -3,22 +3,24 @@
 The task groups follow "Regenerating and Rotating Non-Configurable TLS/SSL Certificates":
 pre-flight → initial Apply Changes → create a new CA → activate it (list, Apply Changes, activate) →
 regenerate the non-configurable certificates (+ Apply Changes) → delete the old CA (+ Apply Changes)
-→ verify.
+→ verify. :func:`build_rotation_dag` chains them in that order, each section built by the function
+of its name further down; a section hands later ones its results through :class:`Rotation`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param, TaskGroup, XComArg, task
+from airflow.sdk import DAG, Asset, BaseOperator, Param, TaskGroup, XComArg, chain
 
-from opsman.compat import DOUBLING_BACKOFF, AirflowSkipException
-from opsman.constants import EXPIRES_WITHIN_PATTERN
+from opsman.compat import DOUBLING_BACKOFF
 from opsman.expiry import ExpiryReportOperator, RotationDueOperator
 from opsman.fleet import DEFAULT_SETTINGS, FLEET_FORM, Fleet, Foundation, load_fleet
-from opsman.models import isoformat
 from opsman.operators import (
     AFTER_INSTALLATION_KEY,
     OLD_CA_KEY,
@@ -33,13 +35,21 @@ from opsman.operators import (
     RegenerateCertificatesOperator,
     VerifyCertificateAuthoritiesOperator,
     VerifyRotationOperator,
-    format_table,
 )
 from opsman.planning import APPLY_DELETE, APPLY_LEAVES, APPLY_NEW_CA, INITIAL_APPLY
+from opsman.reports import FleetReportOperator, RotationSummaryOperator
 from opsman.sensors import ApplyChangesSensor
-
-PLAN = "{{ ti.xcom_pull(task_ids='preflight.plan_rotation') }}"
-APPLY_GROUPS = ("initial_apply_changes", "activate_new_ca", "regenerate_certificates", "delete_old_ca")
+from opsman.values import (
+    ApplyChangesMode,
+    ConnId,
+    DeployProducts,
+    Errands,
+    Flag,
+    IfInstallationRunning,
+    PollSeconds,
+    Window,
+    param_schema,
+)
 
 DOC_MD = """
 ### Rotate the Ops Manager root CA
@@ -84,6 +94,62 @@ PARAM_SCHEMA_DRAFT = "http://json-schema.org/draft-07/schema#"
 FLEET_START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
+@dataclass
+class Rotation:
+    """What the sections of one rotation DAG share: the settings, how Apply Changes is waited for, and
+    the tasks whose XComs later sections read (set by the section that creates them)."""
+
+    settings: dict[str, Any]
+    wait_mode: dict[str, Any]
+    check: CheckOpsManagerOperator | None = None
+    plan: XComArg | None = None
+    new_ca_guid: XComArg | None = None
+    #: What the verification of the new CA returns: the CA the rotation replaces.
+    old_ca_guid: XComArg | None = None
+    #: The installation each Apply Changes ended with, by section: for the summary.
+    installations: dict[str, XComArg] = field(default_factory=dict)
+
+    @property
+    def conn(self) -> Any:
+        return self.settings["opsman_conn_id"]
+
+
+def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = None) -> DAG:
+    """The rotation DAG: ``opsman_ca_rotation`` (manual, any connection) without a foundation, else
+    ``opsman_ca_rotation__<name>`` for one foundation of the fleet file: scheduled, rotating only when
+    due, every task in the foundation's one-slot pool, an Asset event and notifications.
+    """
+    with rotation_dag(foundation, fleet_path) as dag:
+        r = Rotation(settings(foundation), sensor_mode(foundation))
+        # The documented procedure, one section after the other; a foundation's DAG first checks
+        # whether a rotation is due. Each section is a task group built by the function of its name.
+        chain(
+            *([rotation_due(r, foundation)] if foundation else []),
+            preflight(r),
+            initial_apply_changes(r),
+            create_new_ca(r),
+            activate_new_ca(r),
+            regenerate_certificates(r),
+            delete_old_ca(r),
+            verify(r),
+            summary(r, foundation),
+        )
+    # The form goes on the DAG only now, after its tasks: an operator built inside a DAG deep-copies the
+    # DAG's Params once per __init__ in its class chain, and serializing validates every task's copy
+    # (bench/parse_cost.py: the fleet's main parse cost). Tasks do not need a copy: at run time Airflow
+    # merges the DAG's Params and the run's conf into each task's params (process_params).
+    dag.params = rotation_params(foundation)
+    if foundation is not None:
+        # The fleet file's values are data, not templates: no Jinja pass over a connection id or an
+        # errand name, and nothing for the DAG processor to serialize as a template (one config read
+        # and one conversion per templated field and task: bench/parse_cost.py).
+        for op in dag.tasks:
+            op.template_fields = tuple(
+                name for name in op.template_fields if is_template(getattr(op, name, None))
+            )
+    return dag
+
+
 def root_ca_asset(foundation: Foundation) -> Asset:
     """The foundation's root CA as an Airflow Asset: schedule follow-up DAGs on it."""
     return Asset(
@@ -93,37 +159,63 @@ def root_ca_asset(foundation: Foundation) -> Asset:
 
 def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
     """The trigger form: all of it without a foundation; a foundation's DAG keeps only :data:`FLEET_FORM`
-    (its other settings are the fleet file's, see :func:`settings`)."""
+    (its other settings are the fleet file's, see :func:`settings`). Fresh Params for every DAG: a run
+    updates its DAG's Params."""
+    if foundation is None:
+        return full_form()
+    return {
+        name: Param(value, description=text, **schema) for name, (value, text, schema) in fleet_form().items()
+    }
+
+
+@cache  # every foundation's DAG has the same form: build it once per file
+def fleet_form() -> dict[str, tuple[Any, str, dict[str, Any]]]:
+    """The short form of a foundation's DAG: each Param's default, description and schema."""
+    form = full_form()
+    form["only_if_due"] = Param(
+        False,
+        **param_schema(Flag),
+        title="Only if due",
+        section="Foundation",
+        description="Manual runs rotate regardless; set true to check expiry first, as scheduled runs always do.",
+    )
+    # Each Param names its JSON-schema draft: Airflow validates a scheduled DAG's Params when they are set
+    # and when it serializes the DAG, and the draft-07 meta-schema is about 4x cheaper to check than the
+    # default 2020-12 one.
+    return {
+        name: (form[name].value, form[name].description, {**form[name].schema, "$schema": PARAM_SCHEMA_DRAFT})
+        for name in FLEET_FORM
+    }
+
+
+def full_form() -> dict[str, Param]:
+    """The form of ``opsman_ca_rotation``: every setting, defaults from the fleet schema's."""
     d = DEFAULT_SETTINGS
     params = {
         "opsman_conn_id": Param(
             "opsman_default",
-            type="string",
-            minLength=1,
+            **param_schema(ConnId),
             title="Ops Manager connection",
             description="Airflow connection (type opsman) of the foundation to rotate.",
             section="Foundation",
         ),
         "dry_run": Param(
             False,
-            type="boolean",
+            **param_schema(Flag),
             title="Dry run",
             section="Foundation",
             description="Only read Ops Manager's state and log what each step would do; change nothing.",
         ),
         "poll_interval_seconds": Param(
             d["poll_interval_seconds"],
-            type="integer",
-            minimum=1,
-            maximum=3600,
+            **param_schema(PollSeconds),
             title="Poll interval (seconds)",
             section="Foundation",
             description="How often to ask Ops Manager whether an Apply Changes has finished.",
         ),
         "expires_within": Param(
             d["expires_within"],
-            type="string",
-            pattern=EXPIRES_WITHIN_PATTERN.pattern,
+            **param_schema(Window),
             title="Expiry window",
             section="Foundation",
             description="Report certificates expiring within this window (e.g. 3m, 6w, 90d); the new CA must outlive it.",
@@ -131,7 +223,8 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
         "custom_ca_conn_id": Param(
             # None, not "": the UI trigger form treats an empty string as a missing required value.
             d["custom_ca_conn_id"],
-            type=["null", "string"],
+            # The type first: the form picks its widget by it (a text field that may stay empty).
+            **{**param_schema(ConnId), "type": ["null", "string"]},
             title="Bring your own CA (connection)",
             section="Foundation",
             description=(
@@ -141,22 +234,21 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
         ),
         "initial_apply_changes": Param(
             d["initial_apply_changes"],
-            type="boolean",
+            **param_schema(Flag),
             title="Initial Apply Changes",
             section="Procedure",
             description="Run the Apply Changes the procedure starts with, before generating the new CA.",
         ),
         "if_installation_running": Param(
             d["if_installation_running"],
-            type="string",
-            enum=["wait", "fail"],
+            **param_schema(IfInstallationRunning),
             title="If an Apply Changes is running",
             section="Procedure",
             description="wait: let it finish, then start; fail: stop without changing anything.",
         ),
         "allow_pending_changes": Param(
             False,
-            type="boolean",
+            **param_schema(Flag),
             title="Allow other staged changes",
             section="Procedure",
             description="Deploy changes other people staged in Ops Manager along with the rotation (refused by default).",
@@ -174,22 +266,21 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
         ),
         "apply_changes_mode": Param(
             d["apply_changes_mode"],
-            type="string",
-            enum=["api", "manual"],
+            **param_schema(ApplyChangesMode),
             title="Apply Changes mode",
             section="Apply Changes",
             description="api: the DAG starts each Apply Changes; manual: a person clicks Apply Changes and the DAG waits.",
         ),
         "deploy_products": Param(
             d["deploy_products"],
-            type=["string", "array"],
+            **{**param_schema(DeployProducts), "type": ["string", "array"]},
             title="Products to deploy",
             section="Apply Changes",
             description="'all' (what the rotation docs require), 'none' (director only), or a list of product GUIDs or names.",
         ),
         "errands": Param(
             d["errands"],
-            type="object",
+            **param_schema(Errands),
             title="Errands",
             section="Apply Changes",
             description=(
@@ -199,46 +290,27 @@ def rotation_params(foundation: Foundation | None = None) -> dict[str, Param]:
         ),
         "recreate_vms": Param(
             d["recreate_vms"],
-            type="boolean",
+            **param_schema(Flag),
             title="Recreate VMs",
             section="Apply Changes",
             description="Recreate every VM during each Apply Changes (the 2.10+ docs ask for it during a rotation).",
         ),
         "force_latest_variables": Param(
             d["force_latest_variables"],
-            type="boolean",
+            **param_schema(Flag),
             title="Force latest variables",
             section="Apply Changes",
             description="BOSH --force-latest-variables on each Apply Changes.",
         ),
         "ignore_warnings": Param(
             d["ignore_warnings"],
-            type="boolean",
+            **param_schema(Flag),
             title="Ignore warnings",
             section="Apply Changes",
             description="Bypass ignorable verifier warnings on each Apply Changes.",
         ),
     }
-    if foundation is None:
-        return params
-    params["only_if_due"] = Param(
-        False,
-        type="boolean",
-        title="Only if due",
-        section="Foundation",
-        description="Manual runs rotate regardless; set true to check expiry first, as scheduled runs always do.",
-    )
-    # Each Param names its JSON-schema draft: Airflow validates a scheduled DAG's Params when they are set
-    # and when it serializes the DAG, and the draft-07 meta-schema is about 4x cheaper to check than the
-    # default 2020-12 one.
-    return {
-        name: Param(
-            params[name].value,
-            description=params[name].description,
-            **{**params[name].schema, "$schema": PARAM_SCHEMA_DRAFT},
-        )
-        for name in FLEET_FORM
-    }
+    return params
 
 
 def settings(foundation: Foundation | None) -> dict[str, Any]:
@@ -278,46 +350,20 @@ def sensor_mode(foundation: Foundation | None) -> dict[str, Any]:
     return {"deferrable": True} if mode == "deferrable" else {"deferrable": False, "mode": mode}
 
 
-def apply_changes(
-    step: str, after_task_id: str, s: dict[str, Any], wait_mode: dict[str, Any]
-) -> tuple[ApplyChangesOperator, ApplyChangesSensor]:
-    """Apply Changes carrying the change made by ``after_task_id``, then wait for it to succeed."""
-    start = ApplyChangesOperator(
-        task_id="apply_changes",
-        step=step,
-        plan=PLAN,
-        opsman_conn_id=s["opsman_conn_id"],
-        after_installation_id=f"{{{{ ti.xcom_pull(task_ids='{after_task_id}', key='{WATERMARK_KEY}') }}}}",
-        deploy_products=s["deploy_products"],
-        errands=s["errands"],
-        recreate_vms=s["recreate_vms"],
-        ignore_warnings=s["ignore_warnings"],
-        force_latest_variables=s["force_latest_variables"],
-        apply_changes_mode=s["apply_changes_mode"],
-        wait_poll_seconds=s["poll_interval_seconds"],
-        deferrable=wait_mode["deferrable"],
-    )
-    wait = ApplyChangesSensor(
-        task_id="wait_for_apply_changes",
-        opsman_conn_id=s["opsman_conn_id"],
-        installation_id=start.output,
-        after_installation_id=f"{{{{ ti.xcom_pull(task_ids='{start.task_id}', key='{AFTER_INSTALLATION_KEY}') }}}}",
-        poll_interval_seconds=s["poll_interval_seconds"],
-        **wait_mode,
-    )
-    start >> wait
-    return start, wait
+def xcom_value(task: BaseOperator, key: str | None = None, item: str | None = None) -> str:
+    """A template reading ``task``'s XCom under ``key``, or one ``item`` of its return value.
 
-
-def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = None) -> DAG:
-    """The rotation DAG: ``opsman_ca_rotation`` (manual, any connection) without a foundation, else
-    ``opsman_ca_rotation__<name>`` for one foundation of the fleet file: scheduled, rotating only when
-    due, every task in the foundation's one-slot pool, an Asset event and notifications.
+    For the XComs an XComArg cannot express: ``task.output["k"]`` names an XCom *key*, not an item of
+    the value, and a keyed XComArg fails the consuming task when the key was never pushed (a step the
+    plan skipped pushes no watermark), where ``xcom_pull`` gives None. The task id comes from the task.
     """
+    pull = f"ti.xcom_pull(task_ids='{task.task_id}'" + (f", key='{key}')" if key else ")")
+    return "{{ " + pull + (f"['{item}']" if item else "") + " }}"
+
+
+def rotation_dag(foundation: Foundation | None, fleet_path: Any) -> DAG:
+    """The DAG itself: ids, schedule, docs, and the retries and trigger rule every task shares."""
     fleet_args: dict[str, Any] = {}
-    wait_mode = sensor_mode(foundation)
-    s = settings(foundation)
-    conn = s["opsman_conn_id"]
     if foundation is not None:
         fleet_args = {
             # Everything that talks to this Ops Manager queues in its one-slot pool (its API does
@@ -325,7 +371,7 @@ def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = N
             "pool": foundation.pool,
             "on_failure_callback": [n.build() for n in foundation.on_failure],
         }
-    with DAG(
+    return DAG(
         dag_id=foundation.dag_id if foundation else "opsman_ca_rotation",
         description=(
             f"Rotate the root CA of foundation {foundation.name} ({foundation.conn_id}) when it is due"
@@ -350,189 +396,199 @@ def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = N
             "trigger_rule": "none_failed",
             **fleet_args,
         },
-        # No params here: they are set once the tasks exist (the end of this function), see there.
-    ) as dag:
-        with TaskGroup("preflight"):
-            check = CheckOpsManagerOperator(
-                task_id="check_ops_manager",
-                opsman_conn_id=conn,
-                expires_within=s["expires_within"],
-                if_installation_running=s["if_installation_running"],
-                custom_ca_conn_id=s["custom_ca_conn_id"],
-                dry_run="{{ params.dry_run }}",
-            )
-            wait_running = ApplyChangesSensor(
-                task_id="wait_for_running_installation",
-                opsman_conn_id=conn,
-                installation_id="{{ ti.xcom_pull(task_ids='preflight.check_ops_manager')['running_installation_id'] }}",
-                poll_interval_seconds=s["poll_interval_seconds"],
-                **wait_mode,
-            )
-            plan = PlanRotationOperator(
-                task_id="plan_rotation",
-                opsman_conn_id=conn,
-                recent_rotation_days="{{ params.recent_rotation_days }}",
-                initial_apply_changes=s["initial_apply_changes"],
-                dry_run="{{ params.dry_run }}",
-                custom_ca_conn_id=s["custom_ca_conn_id"],
-                expires_within=s["expires_within"],
-            )
-            pending = PendingChangesCheckOperator(
-                task_id="check_pending_changes",
-                opsman_conn_id=conn,
-                plan=PLAN,
-                allow_pending_changes="{{ params.allow_pending_changes }}",
-            )
-            check >> wait_running >> plan >> pending
+        # No params here: they are set once the tasks exist (build_rotation_dag), see there.
+    )
 
-        if foundation is not None:
-            # Scheduled runs rotate only when due: a young CA ends the run here, every later task skipped,
-            # before any write call. Manual runs rotate regardless unless only_if_due.
-            due = RotationDueOperator(
-                task_id="rotation_due",
-                opsman_conn_id=conn,
-                expires_within=s["expires_within"],
-                only_if_due="{{ params.only_if_due }}",
-                form=FLEET_FORM,
-            )
-            due >> check
 
-        with TaskGroup("initial_apply_changes"):
-            initial_apply, initial_wait = apply_changes(
-                INITIAL_APPLY, "preflight.check_ops_manager", s, wait_mode
-            )
-            pending >> initial_apply
+def rotation_due(r: Rotation, foundation: Foundation) -> RotationDueOperator:
+    """Scheduled runs rotate only when due: a young CA ends the run here, every later task skipped,
+    before any write call. Manual runs rotate regardless unless ``only_if_due``."""
+    return RotationDueOperator(
+        task_id="rotation_due",
+        opsman_conn_id=r.conn,
+        expires_within=r.settings["expires_within"],
+        only_if_due="{{ params.only_if_due }}",
+        form=FLEET_FORM,
+    )
 
-        with TaskGroup("create_new_ca"):
-            generate = GenerateCertificateAuthorityOperator(
-                task_id="generate_ca",
-                opsman_conn_id=conn,
-                plan=PLAN,
-                custom_ca_conn_id=s["custom_ca_conn_id"],
-                expires_within=s["expires_within"],
-            )
-            initial_wait >> generate
 
-        with TaskGroup("activate_new_ca"):
-            verify_new_ca = VerifyCertificateAuthoritiesOperator(
-                task_id="verify_new_ca_inactive", opsman_conn_id=conn, plan=PLAN, new_ca_guid=generate.output
-            )
-            apply_new_ca, wait_new_ca = apply_changes(APPLY_NEW_CA, "create_new_ca.generate_ca", s, wait_mode)
-            activate = ActivateCertificateAuthorityOperator(
-                task_id="activate_ca", opsman_conn_id=conn, plan=PLAN, new_ca_guid=generate.output
-            )
-            verify_new_ca >> apply_new_ca
-            wait_new_ca >> activate
-
-        with TaskGroup("regenerate_certificates"):
-            regenerate = RegenerateCertificatesOperator(
-                task_id="regenerate_leaf_certificates",
-                opsman_conn_id=conn,
-                plan=PLAN,
-                new_ca_guid=generate.output,
-            )
-            apply_leaves, wait_leaves = apply_changes(
-                APPLY_LEAVES, "regenerate_certificates.regenerate_leaf_certificates", s, wait_mode
-            )
-            activate >> regenerate >> apply_leaves
-
-        with TaskGroup("delete_old_ca"):
-            delete = DeleteCertificateAuthorityOperator(
-                task_id="delete_ca",
-                opsman_conn_id=conn,
-                plan=PLAN,
-                old_ca_guid=verify_new_ca.output[OLD_CA_KEY],
-                new_ca_guid=generate.output,
-            )
-            apply_delete, wait_delete = apply_changes(APPLY_DELETE, "delete_old_ca.delete_ca", s, wait_mode)
-            wait_leaves >> delete >> apply_delete
-
-        with TaskGroup("verify"):
-            verify_rotation = VerifyRotationOperator(
-                task_id="verify_rotation",
-                opsman_conn_id=conn,
-                new_ca_guid=generate.output,
-                old_ca_key_id="{{ ti.xcom_pull(task_ids='preflight.plan_rotation')['old_ca_key_id'] }}",
-                expires_within=s["expires_within"],
-                dry_run="{{ params.dry_run }}",
-            )
-            wait_delete >> verify_rotation
-
-        # A foundation's DAG announces the new root CA as an Asset event (old and new GUID, new expiry):
-        # schedule follow-up DAGs on root_ca_asset(foundation). Success notifications go here too.
-        asset = root_ca_asset(foundation) if foundation else None
-
-        @task(
-            outlets=[asset] if asset else [],
-            on_success_callback=[n.build() for n in foundation.on_success] if foundation else None,
+def preflight(r: Rotation) -> TaskGroup:
+    """Credentials, the CA report, a running Apply Changes (wait or refuse), the plan, staged changes."""
+    s = r.settings
+    with TaskGroup("preflight") as group:
+        r.check = CheckOpsManagerOperator(
+            task_id="check_ops_manager",
+            opsman_conn_id=r.conn,
+            expires_within=s["expires_within"],
+            if_installation_running=s["if_installation_running"],
+            custom_ca_conn_id=s["custom_ca_conn_id"],
+            dry_run="{{ params.dry_run }}",
         )
-        def summary(
-            old_ca_guid: str | None,
-            new_ca_guid: str | None,
-            params: dict[str, Any] | None = None,
-            ti: Any = None,
-            outlet_events: Any = None,
-        ) -> dict[str, Any]:
-            """What the rotation did: the two CAs, and each Apply Changes it waited for with its duration."""
-            if asset is not None and (params or {}).get("dry_run"):
-                raise AirflowSkipException(
-                    "dry run: nothing was rotated, so no Asset event and no success notification"
-                )
-            waits = [f"{group}.wait_for_apply_changes" for group in APPLY_GROUPS]
-            ids = dict(zip(APPLY_GROUPS, ti.xcom_pull(task_ids=waits), strict=True))
-            from opsman.hooks import OpsManagerHook  # at run time: parsing does not need requests and aiohttp
+        wait_running = ApplyChangesSensor(
+            task_id="wait_for_running_installation",
+            opsman_conn_id=r.conn,
+            installation_id=xcom_value(r.check, item="running_installation_id"),
+            poll_interval_seconds=s["poll_interval_seconds"],
+            **r.wait_mode,
+        )
+        plan = PlanRotationOperator(
+            task_id="plan_rotation",
+            opsman_conn_id=r.conn,
+            recent_rotation_days="{{ params.recent_rotation_days }}",
+            initial_apply_changes=s["initial_apply_changes"],
+            dry_run="{{ params.dry_run }}",
+            custom_ca_conn_id=s["custom_ca_conn_id"],
+            expires_within=s["expires_within"],
+        )
+        r.plan = plan.output
+        pending = PendingChangesCheckOperator(
+            task_id="check_pending_changes",
+            opsman_conn_id=r.conn,
+            plan=r.plan,
+            allow_pending_changes="{{ params.allow_pending_changes }}",
+        )
+        chain(r.check, wait_running, plan, pending)
+    return group
 
-            hook = OpsManagerHook(
-                opsman_conn_id=foundation.conn_id if foundation else (params or {})["opsman_conn_id"]
-            )
-            installations = {i.id: i for i in hook.list_installations()}
-            report = {
-                "old_ca_guid": old_ca_guid,
-                "new_ca_guid": new_ca_guid,
-                "installations": {
-                    group: installations[i].summary() if i in installations else None
-                    for group, i in ids.items()
-                },
-            }
-            lines = [f"Root CA: {old_ca_guid or '(already deleted)'} -> {new_ca_guid} (active)"]
-            for group, info in report["installations"].items():
-                done = (
-                    f"installation {info['id']}: {info['status']}, {info['duration_seconds']} s"
-                    if info
-                    else "not needed"
-                )
-                lines.append(f"  {group:<24} {done}")
-            if asset is not None:
-                new_ca = next(
-                    (ca for ca in hook.list_certificate_authorities() if ca.guid == new_ca_guid), None
-                )
-                event = {
-                    "foundation": foundation.name,
-                    "old_ca_guid": old_ca_guid,
-                    "new_ca_guid": new_ca_guid,
-                    "new_ca_expires_at": isoformat(new_ca.expires_at) if new_ca else None,
-                }
-                outlet_events[asset].extra = event
-                report["asset_event"] = event
-                lines.append(f"Asset event {asset.name}: {event}")
-            print("\n".join(lines))  # task stdout goes to the task log
-            return report
 
-        verify_rotation >> summary(verify_new_ca.output[OLD_CA_KEY], generate.output)
-    # The form goes on the DAG only now, after its tasks: an operator built inside a DAG deep-copies the
-    # DAG's Params once per __init__ in its class chain, and serializing validates every task's copy
-    # (bench/parse_cost.py: the fleet's main parse cost). Tasks do not need a copy: at run time Airflow
-    # merges the DAG's Params and the run's conf into each task's params (process_params).
-    dag.params = rotation_params(foundation)
-    if foundation is not None:
-        # The fleet file's values are data, not templates: no Jinja pass over a connection id or an
-        # errand name, and nothing for the DAG processor to serialize as a template (one config read
-        # and one conversion per templated field and task: bench/parse_cost.py).
-        for op in dag.tasks:
-            op.template_fields = tuple(
-                name for name in op.template_fields if is_template(getattr(op, name, None))
-            )
-    return dag
+def initial_apply_changes(r: Rotation) -> TaskGroup:
+    """Apply Changes first, so the rotation starts from a deployed state (skipped when not asked for)."""
+    with TaskGroup("initial_apply_changes") as group:
+        chain(*apply_changes(r, INITIAL_APPLY, after=r.check))
+    return group
+
+
+def create_new_ca(r: Rotation) -> TaskGroup:
+    """``POST /api/v0/certificate_authorities/generate``: a new CA, inactive."""
+    with TaskGroup("create_new_ca") as group:
+        generate = GenerateCertificateAuthorityOperator(
+            task_id="generate_ca",
+            opsman_conn_id=r.conn,
+            plan=r.plan,
+            custom_ca_conn_id=r.settings["custom_ca_conn_id"],
+            expires_within=r.settings["expires_within"],
+        )
+        r.new_ca_guid = generate.output
+    return group
+
+
+def activate_new_ca(r: Rotation) -> TaskGroup:
+    """The new CA is listed and inactive; Apply Changes puts it in every trust store; then activate it."""
+    with TaskGroup("activate_new_ca") as group:
+        verify_new_ca = VerifyCertificateAuthoritiesOperator(
+            task_id="verify_new_ca_inactive", opsman_conn_id=r.conn, plan=r.plan, new_ca_guid=r.new_ca_guid
+        )
+        r.old_ca_guid = verify_new_ca.output[OLD_CA_KEY]
+        activate = ActivateCertificateAuthorityOperator(
+            task_id="activate_ca", opsman_conn_id=r.conn, plan=r.plan, new_ca_guid=r.new_ca_guid
+        )
+        # The Apply Changes carries the generated CA: it starts from the generate step's watermark.
+        chain(verify_new_ca, *apply_changes(r, APPLY_NEW_CA, after=r.new_ca_guid.operator), activate)
+    return group
+
+
+def regenerate_certificates(r: Rotation) -> TaskGroup:
+    """Regenerate the non-configurable leaf certificates under the new CA, then Apply Changes."""
+    return change_then_apply_changes(
+        r,
+        "regenerate_certificates",
+        APPLY_LEAVES,
+        lambda: RegenerateCertificatesOperator(
+            task_id="regenerate_leaf_certificates",
+            opsman_conn_id=r.conn,
+            plan=r.plan,
+            new_ca_guid=r.new_ca_guid,
+        ),
+    )
+
+
+def delete_old_ca(r: Rotation) -> TaskGroup:
+    """Delete the old CA, then Apply Changes removes it from the trust stores."""
+    return change_then_apply_changes(
+        r,
+        "delete_old_ca",
+        APPLY_DELETE,
+        lambda: DeleteCertificateAuthorityOperator(
+            task_id="delete_ca",
+            opsman_conn_id=r.conn,
+            plan=r.plan,
+            old_ca_guid=r.old_ca_guid,
+            new_ca_guid=r.new_ca_guid,
+        ),
+    )
+
+
+def change_then_apply_changes(
+    r: Rotation, group_id: str, step: str, change: Callable[[], BaseOperator]
+) -> TaskGroup:
+    """A section that makes one change (built by ``change``), then applies it."""
+    with TaskGroup(group_id) as group:
+        made = change()
+        chain(made, *apply_changes(r, step, after=made))
+    return group
+
+
+def verify(r: Rotation) -> TaskGroup:
+    """One CA left, the new one, active; every rotated leaf chains to it, none to the old CA."""
+    with TaskGroup("verify") as group:
+        VerifyRotationOperator(
+            task_id="verify_rotation",
+            opsman_conn_id=r.conn,
+            new_ca_guid=r.new_ca_guid,
+            old_ca_key_id=xcom_value(r.plan.operator, item="old_ca_key_id"),
+            expires_within=r.settings["expires_within"],
+            dry_run="{{ params.dry_run }}",
+        )
+    return group
+
+
+def summary(r: Rotation, foundation: Foundation | None) -> RotationSummaryOperator:
+    """What the rotation did. A foundation's DAG announces the new root CA as an Asset event (old and new
+    GUID, new expiry; schedule follow-up DAGs on :func:`root_ca_asset`) and notifies success here."""
+    return RotationSummaryOperator(
+        task_id="summary",
+        opsman_conn_id=r.conn,
+        old_ca_guid=r.old_ca_guid,
+        new_ca_guid=r.new_ca_guid,
+        installations=r.installations,
+        dry_run="{{ params.dry_run }}",
+        foundation=foundation.name if foundation else None,
+        asset=root_ca_asset(foundation) if foundation else None,
+        on_success_callback=[n.build() for n in foundation.on_success] if foundation else None,
+    )
+
+
+def apply_changes(
+    r: Rotation, step: str, after: BaseOperator
+) -> tuple[ApplyChangesOperator, ApplyChangesSensor]:
+    """Apply Changes carrying the change made by ``after`` (from its installation watermark), and the
+    wait for it to succeed, for the section to chain after its change."""
+    s = r.settings
+    start = ApplyChangesOperator(
+        task_id="apply_changes",
+        step=step,
+        plan=r.plan,
+        opsman_conn_id=r.conn,
+        after_installation_id=xcom_value(after, key=WATERMARK_KEY),
+        deploy_products=s["deploy_products"],
+        errands=s["errands"],
+        recreate_vms=s["recreate_vms"],
+        ignore_warnings=s["ignore_warnings"],
+        force_latest_variables=s["force_latest_variables"],
+        apply_changes_mode=s["apply_changes_mode"],
+        wait_poll_seconds=s["poll_interval_seconds"],
+        deferrable=r.wait_mode["deferrable"],
+    )
+    wait = ApplyChangesSensor(
+        task_id="wait_for_apply_changes",
+        opsman_conn_id=r.conn,
+        installation_id=start.output,
+        after_installation_id=xcom_value(start, key=AFTER_INSTALLATION_KEY),
+        poll_interval_seconds=s["poll_interval_seconds"],
+        **r.wait_mode,
+    )
+    r.installations[start.task_group.group_id] = wait.output
+    return start, wait
 
 
 # ------------------------------------------------------------------------------------------------
@@ -553,70 +609,56 @@ def build_expiry_report_dag(fleet: Fleet) -> DAG:
         tags={"opsman", "certificates", "report"},
         default_args={"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
     ) as dag:
-        reads = []
-        for foundation in fleet.foundations:
-            read = ExpiryReportOperator(
+        reads = [
+            ExpiryReportOperator(
                 task_id=f"expiry__{foundation.name}",
                 foundation=foundation.name,
                 opsman_conn_id=foundation.conn_id,
                 expires_within=foundation.expires_within,
                 pool=foundation.pool,
             )
-            reads.append(read)
-            if fleet.trigger_due_rotations:
-                # Imported only here: most fleets do not trigger from the report (parse cost, bench/parse_cost.py).
-                from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-
-                @task.short_circuit(task_id=f"due__{foundation.name}", ignore_downstream_trigger_rules=False)
-                def is_due(report: dict[str, Any]) -> bool:
-                    return bool(report["due"])
-
-                is_due(read.output) >> TriggerDagRunOperator(
-                    task_id=f"trigger__{foundation.name}",
-                    trigger_dag_id=foundation.dag_id,
-                    conf={"only_if_due": True},
-                )
-
-        @task(trigger_rule="all_done")
-        def fleet_report(ti: Any = None) -> dict[str, Any]:
-            """One table for the fleet, soonest expiry first; the whole report as JSON in XCom."""
-            reports = [r for r in ti.xcom_pull(task_ids=[r.task_id for r in reads]) if r]
-            missing = sorted({f.name for f in fleet.foundations} - {r["foundation"] for r in reports})
-            reports.sort(key=lambda r: r["active_ca_expires_at"] or "")
-            rows = [
-                (
-                    r["foundation"],
-                    r["conn_id"],
-                    r["active_ca_expires_at"],
-                    r["days_left"],
-                    r["expires_within"],
-                    sum(len(c) for c in r["expiring_by_procedure"].values()),
-                    "DUE" if r["due"] else "no",
-                )
-                for r in reports
-            ]
-            print(
-                format_table(
-                    ("FOUNDATION", "CONNECTION", "ROOT CA EXPIRES", "DAYS", "WINDOW", "EXPIRING", "ROTATE"),
-                    rows,
-                )
-            )
-            for name in missing:
-                print(f"{name}: no report (its task failed; see its log)")
-            return {"foundations": reports, "missing": missing}
-
-        reads >> fleet_report()
+            for foundation in fleet.foundations
+        ]
+        FleetReportOperator(
+            task_id="fleet_report",
+            reports=[read.output for read in reads],
+            foundations=[f.name for f in fleet.foundations],
+            trigger_rule="all_done",
+        )
+        if fleet.trigger_due_rotations:
+            trigger_due_rotations(fleet, reads)
     return dag
+
+
+def trigger_due_rotations(fleet: Fleet, reads: list[ExpiryReportOperator]) -> None:
+    """After each foundation's report, trigger its rotation DAG when it is due (which checks again)."""
+    # Imported only here: most fleets do not trigger from the report (parse cost, bench/parse_cost.py).
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+    from airflow.sdk import task
+
+    for foundation, read in zip(fleet.foundations, reads, strict=True):
+
+        @task.short_circuit(task_id=f"due__{foundation.name}", ignore_downstream_trigger_rules=False)
+        def is_due(report: dict[str, Any]) -> bool:
+            return bool(report["due"])
+
+        is_due(read.output) >> TriggerDagRunOperator(
+            task_id=f"trigger__{foundation.name}",
+            trigger_dag_id=foundation.dag_id,
+            conf={"only_if_due": True},
+        )
 
 
 # ------------------------------------------------------------------------------------------------
 # Which DAGs: one per foundation of the fleet file (include/foundations.yaml, or $OPSMAN_FLEET_FILE)
-# plus the report; without a fleet file the single opsman_ca_rotation on opsman_default.
+# plus the report; without a fleet file the single opsman_ca_rotation on opsman_default. A DAG built
+# in a `with DAG(...)` block registers itself with the DAG processor (auto_register), so the fleet's
+# DAGs need no module-level names.
 
 FLEET = load_fleet()
 if FLEET is None:
     dag = build_rotation_dag()
 else:
     for _foundation in FLEET.foundations:
-        globals()[_foundation.dag_id] = build_rotation_dag(_foundation, FLEET.path)
-    expiry_report = build_expiry_report_dag(FLEET)
+        build_rotation_dag(_foundation, FLEET.path)
+    build_expiry_report_dag(FLEET)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-_HOME = tempfile.mkdtemp(prefix="opsman-airflow-home-")
+_HOME = tempfile.mkdtemp(prefix="opsman-airflow-home-", dir="/dev/shm")
 os.environ["AIRFLOW_HOME"] = _HOME
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
@@ -29,9 +29,12 @@ from opsman_simulator.process import SimulatorProcess  # noqa: E402
 @pytest.fixture(scope="session")
 def simulator(tmp_path_factory) -> Iterator[SimulatorProcess]:
     """One simulator for the session; tests reset it through its control surface."""
+    # An Apply Changes lasts 0.3 s: long enough to be seen running by a 0.1 s poll (support.polling_fast),
+    # short enough that four of them are not most of a rotation's time. Tests that need an installation
+    # to outlast something set apply_seconds themselves.
     sim = SimulatorProcess(
         tmp_path_factory.mktemp("opsman-sim"),
-        apply_seconds=1.0,
+        apply_seconds=0.3,
         username=SIM_USER,
         password=SIM_PASSWORD,
         client_id=SIM_CLIENT_ID,

@@ -20,8 +20,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 UTC = _dt.UTC
 
-# Real Ops Manager generates every root CA with the same subject "C=US, O=Pivotal"
-# (see the certificate in the 1.10 rotation doc), so only the key identifiers tell them apart.
+# Real Ops Manager generates every root CA with the same subject "C=US, O=Pivotal", so only the key
+# identifiers tell them apart.
 OPSMAN_CA_SUBJECT = x509.Name(
     [
         x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),

@@ -2,16 +2,15 @@
 
 Kept apart from ``state.py`` (the model of the foundation): a profile changes what the API shows,
 a role what it allows; neither changes what a successful call does. Sources: README "Profiles" and
-"Roles".
+"Roles"; "the reference" is docs/ops-manager-api.md.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from .state import ApiError, rfc3339_s
+from .config import ApiError
 
 # ---------------------------------------------------------------------------------------------
 # roles
@@ -98,67 +97,6 @@ PROFILES: dict[str, Profile] = {
 def profile_for(name: str | None, answer_style: str, safety_checks: bool) -> Profile:
     if name is None:
         # No profile: the flags decide, as before profiles; current_log as documented (it replays).
-        version = "2.10.60-build.4" if answer_style == "2.10" else "2.9.13-build.165"
+        version = PROFILES["2.10" if answer_style == "2.10" else "2.9"].version
         return Profile("none", version, answer_style, safety_checks, "replay", False)
     return PROFILES[name]
-
-
-# ASSUMPTION: no source shows the root CA's entry; fields follow the leaf entries of reference §3.1.
-ROOT_CA_PROCEDURE = (
-    "Ops Manager Root CA Procedure",
-    "https://techdocs.broadcom.com/us/en/vmware-tanzu/platform/tanzu-operations-manager/3-0/tanzu-ops-manager/security-pcf-infrastructure-api-cert-rotation.html",
-)
-
-
-def root_ca_items(
-    cas: list[dict[str, Any]], limit_until: float | None, with_procedure: bool
-) -> list[dict[str, Any]]:
-    """The Ops Manager root CAs as ``GET /api/v0/deployed/certificates`` entries (``is_ca: true``)."""
-    items = []
-    for ca in cas:
-        if limit_until is not None and float(ca["expires_at"]) > limit_until:
-            continue
-        item = {
-            "issuer": "/C=US/O=Pivotal",
-            "valid_from": rfc3339_s(float(ca["created_at"])),
-            "valid_until": rfc3339_s(float(ca["expires_at"])),
-            "configurable": False,
-            "property_reference": None,
-            "property_type": None,
-            "product_guid": None,
-            "location": "ops_manager",
-            "variable_path": None,
-            "is_ca": True,
-        }
-        if with_procedure:
-            item["rotation_procedure_name"], item["rotation_procedure_url"] = ROOT_CA_PROCEDURE
-        items.append(item)
-    return items
-
-
-# ---------------------------------------------------------------------------------------------
-# the 3.0 current_log stream (reference §8)
-# ---------------------------------------------------------------------------------------------
-
-
-def sse(event: str | None, data: Any) -> str:
-    text = data if isinstance(data, str) else json.dumps(data)
-    head = f"event: {event}\n" if event else ""
-    return head + "".join(f"data: {line}\n" for line in text.split("\n")) + "\n"
-
-
-def step_info(events: list[tuple[float, str, Any]]) -> list[dict[str, Any]]:
-    """The ``step_info`` array: every step of the installation, in order."""
-    # ASSUMPTION: the element fields (id, description); the reference says "ids and descriptions".
-    return [
-        {"id": p["id"], "description": p.get("description", p["id"])}
-        for _, kind, p in events
-        if kind == "step_started"
-    ]
-
-
-def replay_event(kind: str, payload: Any) -> str:
-    """One installation event as the 3.0 stream sends it: lines as data, steps as step_state_changed."""
-    if kind == "line":
-        return sse(None, payload)
-    return sse("step_state_changed", payload)

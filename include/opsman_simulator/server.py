@@ -8,14 +8,16 @@ import logging
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from . import pki
+from .config import Config
+from .persistence import atomic_write
 from .profiles import PROFILES, ROLE_CHOICES, parse_extra_user, role_name
-from .state import Config, atomic_write
 
 
 class SimulatorH11Protocol(H11Protocol):
@@ -45,7 +47,7 @@ def ensure_transport_pki(state_dir: Path) -> tuple[Path, Path, Path]:
     cert = state_dir / "server-cert.pem"
     key = state_dir / "server-key.pem"
     if not (ca.exists() and cert.exists() and key.exists()):
-        ca_pem, ca_key_pem, cert_pem, key_pem = pki.make_transport_pki(pki.utc(__import__("time").time()))
+        ca_pem, ca_key_pem, cert_pem, key_pem = pki.make_transport_pki(pki.utc(time.time()))
         atomic_write(ca_key, ca_key_pem.encode(), mode=0o600)
         atomic_write(key, key_pem.encode(), mode=0o600)
         atomic_write(cert, cert_pem.encode(), mode=0o644)
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ca_path, cert_path, key_path = ensure_transport_pki(state_dir)
 
-    from .app import Simulator, create_app
+    from .app import create_app
+    from .context import Simulator
 
     sim = Simulator(config)
     asgi = create_app(sim)

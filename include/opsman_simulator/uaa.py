@@ -16,11 +16,16 @@ import math
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from .catalog import INVALID_TOKEN_BODY
+from .config import ApiError, Config
+from .persistence import atomic_write
 from .profiles import ROLE_SCOPES
-from .state import ApiError, Config, Store, atomic_write
+
+if TYPE_CHECKING:
+    from .state import Store
 
 # ASSUMPTION: the reference marks UAA error bodies UNVERIFIED; this is the usual UAA shape.
 BAD_CREDENTIALS = {"error": "unauthorized", "error_description": "Bad credentials"}
@@ -78,8 +83,6 @@ class UAA:
 
     def authenticate_header(self, authorization: str | None) -> dict[str, Any]:
         """Validate ``Authorization: Bearer <token>``; raise the documented 401 otherwise."""
-        from .state import INVALID_TOKEN_BODY
-
         if not authorization:
             # ASSUMPTION: a missing token gets the same 401 body as an invalid one.
             raise ApiError(401, INVALID_TOKEN_BODY)

@@ -29,7 +29,8 @@ class OpsManagerConfigError(OpsManagerError, AirflowFailException):
 
 
 class OpsManagerAuthError(OpsManagerError):
-    """No token: UAA unavailable or its answer unusable (retried), or see :class:`OpsManagerCredentialsError`."""
+    """No token: UAA's answer unusable (retried), or see :class:`UaaUnavailableError` and
+    :class:`OpsManagerCredentialsError`."""
 
 
 class OpsManagerCredentialsError(OpsManagerAuthError, AirflowFailException):
@@ -72,6 +73,11 @@ class OpsManagerTransientError(OpsManagerApiError):
 
     #: True when the client stopped waiting: Ops Manager may still be working on the request.
     timed_out: bool = False
+
+
+class UaaUnavailableError(OpsManagerTransientError, OpsManagerAuthError):
+    """No token: UAA could not be reached or failed on its side (5xx). The call was never sent to Ops
+    Manager, so sending it again is safe even for a write; retried."""
 
 
 class OpsManagerPermissionError(OpsManagerApiError, AirflowFailException):

@@ -1,8 +1,9 @@
 """The fleet file: which foundations to rotate, on what schedule, with which options.
 
-Read at DAG-parse time, so it is cheap on purpose: YAML, a few checks, no network, no hook. Every
-problem raises one :class:`FleetFileError` naming the file, the foundation and the field, which the
-DAG processor shows as the DAG file's import error.
+Read at DAG-parse time, so it is cheap on purpose: YAML and a pydantic schema, no network, no hook.
+The schema's rules are the types of :mod:`opsman.values`, which the trigger form's Params share. The
+first problem raises one :class:`FleetFileError` naming the file, the foundation and the field (in
+the rule's own words, :data:`RULES`), which the DAG processor shows as the DAG file's import error.
 
 A foundation's DAG takes every setting from here (:attr:`Foundation.settings`, plain operator
 arguments); its trigger form keeps only the per-run choices in :data:`FLEET_FORM`.
@@ -36,66 +37,43 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from opsman.constants import DEFAULT_WINDOW, EXPIRES_WITHIN_PATTERN
-from opsman.values import window_days
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from opsman.constants import DEFAULT_WINDOW
+from opsman.values import (
+    ApplyChangesMode,
+    ConnId,
+    DeployProducts,
+    Errands,
+    Flag,
+    IfInstallationRunning,
+    PollSeconds,
+    Window,
+    window_days,
+)
 
 DEFAULT_FLEET_FILE = Path(__file__).resolve().parents[2] / "include" / "foundations.yaml"
 FLEET_FILE_ENV = "OPSMAN_FLEET_FILE"
 DEFAULT_SCHEDULE = "@daily"
 DEFAULT_REPORT_SCHEDULE = "@daily"
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
-CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 MAX_WINDOW_DAYS = 366
 PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually"}
-#: Every setting of a rotation by operator argument, and its default: the fleet file's values override
-#: these, and the single opsman_ca_rotation DAG's trigger form starts from them.
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "poll_interval_seconds": 30,
-    "expires_within": DEFAULT_WINDOW,
-    "custom_ca_conn_id": None,
-    "initial_apply_changes": True,
-    "if_installation_running": "wait",
-    "apply_changes_mode": "api",
-    "deploy_products": "all",
-    "errands": {},
-    "recreate_vms": False,
-    "force_latest_variables": False,
-    "ignore_warnings": False,
-}
 #: The trigger form of a foundation's DAG: what a person decides per run. Everything else is the fleet
 #: file's (a Param is copied into every task and validated on every serialization: see README "Parse cost").
 FLEET_FORM = ("dry_run", "only_if_due", "allow_pending_changes", "recent_rotation_days")
-APPLY_CHANGES_FIELDS = {
-    # fleet key -> setting (operator argument)
-    "deploy_products": "deploy_products",
-    "errands": "errands",
-    "recreate_vms": "recreate_vms",
-    "force_latest_variables": "force_latest_variables",
-    "ignore_warnings": "ignore_warnings",
-    "mode": "apply_changes_mode",
-    "initial": "initial_apply_changes",
-}
-FOUNDATION_FIELDS = {
-    "name",
-    "conn_id",
-    "schedule",
-    "expires_within",
-    "poll_interval_seconds",
-    "wait_mode",
-    "apply_changes",
-    "notifiers",
-    "if_installation_running",
-    "custom_ca_conn_id",
-}
-#: How the Apply Changes sensors wait. deferrable: in the triggerer, no worker slot (needs a triggerer);
-#: reschedule: a worker slot only during each poll; poke: a worker slot for the whole Apply Changes.
-WAIT_MODES = ("deferrable", "reschedule", "poke")
 NOTIFIER_EVENTS = ("on_failure", "on_success")
 
 
@@ -103,32 +81,130 @@ class FleetFileError(ValueError):
     """The fleet file is invalid; the message names the file, the foundation and the field."""
 
 
-@dataclass(frozen=True)
-class NotifierSpec:
-    """A notifier by dotted class path and keyword arguments, as written in the fleet file."""
+def _fail(message: str) -> PydanticCustomError:
+    """A rule's own message, shown as written (see :func:`_describe`)."""
+    return PydanticCustomError("fleet", message)
 
-    class_path: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
+
+def _none_is_empty(value: Any) -> Any:
+    """An empty YAML key (``apply_changes:``) means the defaults."""
+    return {} if value is None else value
+
+
+def _schedule(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None
+    if not isinstance(value, str):
+        raise _fail(f"must be a cron expression, a preset such as @daily, or null; got {value!r}")
+    value = value.strip()
+    if value in PRESETS:
+        return value
+    from croniter import croniter  # what Airflow's cron timetables use (already imported by Airflow)
+
+    if value.startswith("@") or not croniter.is_valid(value):
+        raise _fail(
+            f"{value!r} is not a cron expression or one of {', '.join(sorted(PRESETS))} (or null for manual only)"
+        )
+    return value
+
+
+def _within_a_year(window: str) -> str:
+    if window_days(window) > MAX_WINDOW_DAYS:
+        raise _fail(
+            f"{window} is more than a year: Ops Manager issues leaf certificates for 2 years, so every run would rotate"
+        )
+    return window
+
+
+Schedule = Annotated[str | None, BeforeValidator(_schedule)]
+#: How the Apply Changes sensors wait. deferrable: in the triggerer, no worker slot (needs a triggerer);
+#: reschedule: a worker slot only during each poll; poke: a worker slot for the whole Apply Changes.
+WaitMode = Literal["deferrable", "reschedule", "poke"]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class ApplyChanges(_Schema):
+    """A foundation's ``apply_changes``: fields by setting (operator argument), aliases the fleet file's keys."""
+
+    deploy_products: DeployProducts = "all"
+    errands: Errands = Field(default_factory=dict)
+    recreate_vms: Flag = False
+    force_latest_variables: Flag = False
+    ignore_warnings: Flag = False
+    apply_changes_mode: ApplyChangesMode = Field("api", alias="mode")
+    initial_apply_changes: Flag = Field(True, alias="initial")
+
+
+class NotifierSpec(_Schema):
+    """A notifier by dotted class path and keyword arguments, as written in the fleet file. The class must
+    import, be a BaseNotifier and accept the kwargs (checked when the file is read; nothing is sent)."""
+
+    class_path: str = Field(alias="class")
+    kwargs: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = Field(default_factory=dict)
 
     def build(self) -> Any:
         module, _, name = self.class_path.rpartition(".")
         return getattr(importlib.import_module(module), name)(**self.kwargs)
 
+    @model_validator(mode="after")
+    def _check_notifier(self) -> NotifierSpec:
+        module, _, name = self.class_path.rpartition(".")
+        if not module:
+            raise _fail(f"{self.class_path!r} is not a dotted path such as my_pkg.notifiers.PagerNotifier")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise _fail(f"cannot import {self.class_path!r}: {err}") from None
+        from airflow.sdk import BaseNotifier
 
-@dataclass(frozen=True)
-class Foundation:
-    name: str
-    conn_id: str
-    schedule: str | None = DEFAULT_SCHEDULE
-    expires_within: str = DEFAULT_WINDOW
-    poll_interval_seconds: int = 30
-    wait_mode: str = WAIT_MODES[0]
-    if_installation_running: str = "wait"
-    custom_ca_conn_id: str | None = None
-    #: ``apply_changes`` as written in the fleet file, by setting (operator argument) name
-    apply_changes: dict[str, Any] = field(default_factory=dict)
-    on_failure: tuple[NotifierSpec, ...] = ()
-    on_success: tuple[NotifierSpec, ...] = ()
+        if not (isinstance(cls, type) and issubclass(cls, BaseNotifier)):
+            raise _fail(f"{self.class_path!r} is not a subclass of airflow.sdk.BaseNotifier")
+        try:
+            self.build()
+        except TypeError as err:
+            raise _fail(f"{self.class_path!r} does not accept kwargs {sorted(self.kwargs)}: {err}") from None
+        return self
+
+
+def _notifier_list(value: Any) -> Any:
+    """``on_failure: {class: ...}`` is a list of one; empty is none."""
+    return (
+        ()
+        if value is None
+        else (value,)
+        if isinstance(value, dict)
+        else tuple(value)
+        if isinstance(value, list)
+        else value
+    )
+
+
+NotifierList = Annotated[tuple[NotifierSpec, ...], BeforeValidator(_notifier_list)]
+
+
+class Notifiers(_Schema):
+    on_failure: NotifierList = ()
+    on_success: NotifierList = ()
+
+
+class Foundation(_Schema):
+    """One foundation of the fleet file: its DAG ``opsman_ca_rotation__<name>`` takes every setting from here."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_]{0,62}$")]
+    conn_id: ConnId
+    schedule: Schedule = DEFAULT_SCHEDULE
+    expires_within: Annotated[Window, AfterValidator(_within_a_year)] = DEFAULT_WINDOW
+    poll_interval_seconds: PollSeconds = 30
+    wait_mode: WaitMode = "deferrable"
+    if_installation_running: IfInstallationRunning = "wait"
+    custom_ca_conn_id: ConnId | None = None
+    apply_changes_options: Annotated[ApplyChanges, BeforeValidator(_none_is_empty)] = Field(
+        default_factory=ApplyChanges, alias="apply_changes"
+    )
+    notifiers: Annotated[Notifiers, BeforeValidator(_none_is_empty)] = Field(default_factory=Notifiers)
 
     @property
     def dag_id(self) -> str:
@@ -144,25 +220,119 @@ class Foundation:
         return window_days(self.expires_within)
 
     @property
+    def apply_changes(self) -> dict[str, Any]:
+        """``apply_changes`` as written in the fleet file, by setting (operator argument) name."""
+        return self.apply_changes_options.model_dump(exclude_unset=True)
+
+    @property
+    def on_failure(self) -> tuple[NotifierSpec, ...]:
+        return self.notifiers.on_failure
+
+    @property
+    def on_success(self) -> tuple[NotifierSpec, ...]:
+        return self.notifiers.on_success
+
+    @property
     def settings(self) -> dict[str, Any]:
         """Every setting of this foundation's rotation by operator argument: the fleet file's, else the default."""
         return {
-            **DEFAULT_SETTINGS,
             "opsman_conn_id": self.conn_id,
-            "expires_within": self.expires_within,
-            "poll_interval_seconds": self.poll_interval_seconds,
-            "if_installation_running": self.if_installation_running,
-            "custom_ca_conn_id": self.custom_ca_conn_id,
-            **self.apply_changes,
+            **{name: getattr(self, name) for name in FOUNDATION_SETTINGS},
+            **self.apply_changes_options.model_dump(),
         }
 
 
-@dataclass(frozen=True)
-class Fleet:
+class Report(_Schema):
+    """The ``report`` section: the opsman_certificate_expiry_report DAG."""
+
+    schedule: Schedule = DEFAULT_REPORT_SCHEDULE
+    trigger_due_rotations: Flag = False
+
+
+class Fleet(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
     path: Path
     foundations: tuple[Foundation, ...]
     report_schedule: str | None = DEFAULT_REPORT_SCHEDULE
     trigger_due_rotations: bool = False
+
+
+#: The foundation fields that are settings of the rotation (operator arguments of the same name).
+FOUNDATION_SETTINGS = (
+    "expires_within",
+    "poll_interval_seconds",
+    "if_installation_running",
+    "custom_ca_conn_id",
+)
+#: Every setting of a rotation by operator argument, and its default: the fleet file's values override
+#: these, and the single opsman_ca_rotation DAG's trigger form starts from them.
+DEFAULT_SETTINGS: dict[str, Any] = {
+    **{
+        name: Foundation.model_fields[name].get_default(call_default_factory=True)
+        for name in FOUNDATION_SETTINGS
+    },
+    **ApplyChanges().model_dump(),
+}
+#: The message of each rule, by the fleet file's key, for errors the types above find.
+RULES = {
+    "name": "must be lower-case letters, digits and _, at most 63, starting with a letter or digit",
+    "conn_id": "must be an Airflow connection id (letters, digits, _ . -)",
+    "custom_ca_conn_id": "must be an Airflow connection id or null",
+    "expires_within": "must be a number and d, w, m or y, e.g. 3m",
+    "poll_interval_seconds": "must be an integer from 1 to 3600",
+    "wait_mode": "must be one of deferrable, reschedule, poke",
+    "if_installation_running": "must be wait or fail",
+    "mode": "must be api or manual",
+    "deploy_products": "must be all, none or a list of product GUIDs or names",
+    "errands": "must map a product GUID or name to {run_post_deploy: {errand: true/false}}",
+    "apply_changes": "must be a mapping",
+    "notifiers": f"must be a mapping with {' and/or '.join(NOTIFIER_EVENTS)}",
+    "on_failure": "must be a list of {class: dotted.path, kwargs: {...}}",
+    "on_success": "must be a list of {class: dotted.path, kwargs: {...}}",
+    "notifier": "must be {class: dotted.path.ToNotifier, kwargs: {...}}",
+    "kwargs": "must be a mapping",
+    "flag": "must be true or false",
+}
+#: The fleet file's true/false keys: their errors say "must be true or false".
+FLAGS = {
+    f.alias or name
+    for m in (ApplyChanges, Report)
+    for name, f in m.model_fields.items()
+    if f.annotation is bool
+}
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as the fleet file's path: ``notifiers.on_failure[1].kwargs``."""
+    return "".join(f"[{p + 1}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _keys(model: type[BaseModel]) -> str:
+    return ", ".join(sorted(f.alias or name for name, f in model.model_fields.items()))
+
+
+def _describe(error: Any, model: type[BaseModel]) -> tuple[str, str]:
+    """One pydantic error of validating ``model`` as (field, message), in the rule's own words."""
+    loc = tuple(p for p in error["loc"] if isinstance(p, int) or not p.startswith("function-"))
+    if error["type"] == "fleet":
+        return _where(loc), error["msg"]
+    if error["type"] == "extra_forbidden":
+        parent = loc[-2] if len(loc) > 1 else None
+        kind = {"apply_changes": ApplyChanges, "notifiers": Notifiers}.get(parent, model)
+        kind = NotifierSpec if isinstance(parent, int) else kind
+        noun = "option" if kind is ApplyChanges else "field"
+        return _where(loc), f"unknown {noun} (expected {_keys(kind)})"
+    # The innermost part of the location that has a rule: errands.cf is the errands' rule.
+    for depth in range(len(loc), 0, -1):
+        key = loc[depth - 1]
+        rule = RULES.get("notifier" if isinstance(key, int) else "flag" if key in FLAGS else key)
+        if rule:
+            break
+    else:
+        depth, rule = len(loc), "is not valid: " + error["msg"]
+    got = "it is missing" if error["type"] == "missing" and depth == len(loc) else f"got {error['input']!r}"
+    return _where(loc[:depth]), f"{rule}; {got}"
 
 
 def fleet_file_path() -> Path:
@@ -184,23 +354,31 @@ def load_fleet(path: str | os.PathLike[str] | None = None) -> Fleet | None:
     import yaml  # an Airflow dependency; imported only when there is a fleet file
 
     try:
-        document = yaml.safe_load(path.read_text())
+        # libyaml's loader when PyYAML has it: about 8x faster than the pure-Python one, same documents.
+        document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as err:
         raise FleetFileError(f"{path}: not valid YAML: {err}") from None
     return parse_fleet(document, path)
 
 
 def parse_fleet(document: Any, path: str | os.PathLike[str] = "<fleet>") -> Fleet:
+    """The fleet of a fleet file's ``document``; the first problem raises one :class:`FleetFileError`."""
     path = Path(path)
-    where = str(path)
 
     def fail(field_name: str, message: str, foundation: str | None = None) -> FleetFileError:
         subject = f"foundation {foundation!r}, " if foundation is not None else ""
-        return FleetFileError(f"{where}: {subject}field {field_name!r}: {message}")
+        return FleetFileError(f"{path}: {subject}field {field_name!r}: {message}")
+
+    def validate(model: type[BaseModel], value: Any, prefix: str = "", foundation: str | None = None) -> Any:
+        try:
+            return model.model_validate(value)
+        except ValidationError as err:
+            where, message = _describe(err.errors()[0], model)
+            raise fail(f"{prefix}{where}", message, foundation) from None
 
     if not isinstance(document, dict):
         raise FleetFileError(
-            f"{where}: expected a mapping with a 'foundations' list, got {type(document).__name__}"
+            f"{path}: expected a mapping with a 'foundations' list, got {type(document).__name__}"
         )
     unknown = set(document) - {"defaults", "report", "foundations"}
     if unknown:
@@ -210,192 +388,35 @@ def parse_fleet(document: Any, path: str | os.PathLike[str] = "<fleet>") -> Flee
         raise fail("defaults", "must be a mapping")
     if {"name", "conn_id"} & set(defaults):
         raise fail("defaults", "name and conn_id are per foundation and cannot have defaults")
-    report = document.get("report") or {}
-    if not isinstance(report, dict) or set(report) - {"schedule", "trigger_due_rotations"}:
-        raise fail("report", "must be a mapping with only schedule and trigger_due_rotations")
-    report_schedule = _schedule(
-        report.get("schedule", DEFAULT_REPORT_SCHEDULE), lambda m: fail("report.schedule", m)
-    )
-    trigger = report.get("trigger_due_rotations", False)
-    if not isinstance(trigger, bool):
-        raise fail("report.trigger_due_rotations", f"must be true or false, got {trigger!r}")
-
+    report = validate(Report, _none_is_empty(document.get("report")), "report.")
     items = document.get("foundations")
     if not isinstance(items, list) or not items:
         raise fail("foundations", "must be a non-empty list of foundations")
-    foundations: list[Foundation] = []
-    seen_names: set[str] = set()
-    seen_conns: dict[str, str] = {}
+    foundations: dict[str, Foundation] = {}
+    names_by_conn: dict[str, str] = {}
     for index, item in enumerate(items, start=1):
-        label = f"#{index}"
         if not isinstance(item, dict):
-            raise fail("foundations", f"entry {label} must be a mapping, got {type(item).__name__}")
-        name = item.get("name")
-        if isinstance(name, str) and name:
-            label = name
+            raise fail("foundations", f"entry #{index} must be a mapping, got {type(item).__name__}")
+        label = item["name"] if isinstance(item.get("name"), str) and item["name"] else f"#{index}"
         merged = {**defaults, **item}
         for nested in ("apply_changes", "notifiers"):  # merged key by key
             if isinstance(defaults.get(nested), dict) and isinstance(item.get(nested), dict):
                 merged[nested] = {**defaults[nested], **item[nested]}
-        foundations.append(_foundation(merged, lambda f, m, _l=label: fail(f, m, _l)))
-        found = foundations[-1]
-        if found.name in seen_names:
+        found = validate(Foundation, merged, foundation=label)
+        if found.name in foundations:
             raise fail("name", "duplicate foundation name", label)
-        if found.conn_id in seen_conns:
+        if found.conn_id in names_by_conn:
             raise fail(
                 "conn_id",
-                f"connection {found.conn_id!r} is already foundation {seen_conns[found.conn_id]!r}: one Ops Manager, "
+                f"connection {found.conn_id!r} is already foundation {names_by_conn[found.conn_id]!r}: one Ops Manager, "
                 "one entry (two entries would get two pools and could call it at the same time)",
                 label,
             )
-        seen_names.add(found.name)
-        seen_conns[found.conn_id] = found.name
+        foundations[found.name] = found
+        names_by_conn[found.conn_id] = found.name
     return Fleet(
         path=path,
-        foundations=tuple(foundations),
-        report_schedule=report_schedule,
-        trigger_due_rotations=trigger,
+        foundations=tuple(foundations.values()),
+        report_schedule=report.schedule,
+        trigger_due_rotations=report.trigger_due_rotations,
     )
-
-
-def _schedule(value: Any, fail: Any) -> str | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
-        return None
-    if not isinstance(value, str):
-        raise fail(f"must be a cron expression, a preset such as @daily, or null; got {value!r}")
-    value = value.strip()
-    if value in PRESETS:
-        return value
-    from croniter import croniter  # what Airflow's cron timetables use (already imported by Airflow)
-
-    if value.startswith("@") or not croniter.is_valid(value):
-        raise fail(
-            f"{value!r} is not a cron expression or one of {', '.join(sorted(PRESETS))} (or null for manual only)"
-        )
-    return value
-
-
-def _foundation(item: dict[str, Any], fail: Any) -> Foundation:
-    unknown = set(item) - FOUNDATION_FIELDS
-    if unknown:
-        raise fail(sorted(unknown)[0], f"unknown field (expected {', '.join(sorted(FOUNDATION_FIELDS))})")
-    name = item.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise fail(
-            "name",
-            f"must be lower-case letters, digits and _, at most 63, starting with a letter or digit; got {name!r}",
-        )
-    conn_id = item.get("conn_id")
-    if not isinstance(conn_id, str) or not CONN_ID_PATTERN.match(conn_id):
-        raise fail("conn_id", f"must be an Airflow connection id (letters, digits, _ . -); got {conn_id!r}")
-    schedule = _schedule(item.get("schedule", DEFAULT_SCHEDULE), lambda m: fail("schedule", m))
-    window = item.get("expires_within", DEFAULT_WINDOW)
-    if not isinstance(window, str) or not EXPIRES_WITHIN_PATTERN.match(window):
-        raise fail("expires_within", f"must be a number and d, w, m or y, e.g. 3m; got {window!r}")
-    if window_days(window) > MAX_WINDOW_DAYS:
-        raise fail(
-            "expires_within",
-            f"{window} is more than a year: Ops Manager issues leaf certificates for 2 years, so every run would rotate",
-        )
-    poll = item.get("poll_interval_seconds", 30)
-    if isinstance(poll, bool) or not isinstance(poll, int) or not 1 <= poll <= 3600:
-        raise fail("poll_interval_seconds", f"must be an integer from 1 to 3600; got {poll!r}")
-    wait_mode = item.get("wait_mode", WAIT_MODES[0])
-    if wait_mode not in WAIT_MODES:
-        raise fail("wait_mode", f"must be one of {', '.join(WAIT_MODES)}; got {wait_mode!r}")
-    running = item.get("if_installation_running", "wait")
-    if running not in ("wait", "fail"):
-        raise fail("if_installation_running", f"must be wait or fail; got {running!r}")
-    custom_ca = item.get("custom_ca_conn_id")
-    if custom_ca is not None and (not isinstance(custom_ca, str) or not CONN_ID_PATTERN.match(custom_ca)):
-        raise fail("custom_ca_conn_id", f"must be an Airflow connection id or null; got {custom_ca!r}")
-    return Foundation(
-        name=name,
-        conn_id=conn_id,
-        schedule=schedule,
-        expires_within=window,
-        poll_interval_seconds=poll,
-        wait_mode=wait_mode,
-        if_installation_running=running,
-        custom_ca_conn_id=custom_ca,
-        apply_changes=_apply_changes(item.get("apply_changes") or {}, fail),
-        **_notifiers(item.get("notifiers") or {}, fail),
-    )
-
-
-def _apply_changes(options: Any, fail: Any) -> dict[str, Any]:
-    if not isinstance(options, dict):
-        raise fail("apply_changes", "must be a mapping")
-    settings: dict[str, Any] = {}
-    for key, value in options.items():
-        where = f"apply_changes.{key}"
-        if key not in APPLY_CHANGES_FIELDS:
-            raise fail(where, f"unknown option (expected {', '.join(sorted(APPLY_CHANGES_FIELDS))})")
-        if key in ("recreate_vms", "force_latest_variables", "ignore_warnings", "initial") and not isinstance(
-            value, bool
-        ):
-            raise fail(where, f"must be true or false; got {value!r}")
-        if key == "mode" and value not in ("api", "manual"):
-            raise fail(where, f"must be api or manual; got {value!r}")
-        if key == "deploy_products" and not (
-            value in ("all", "none")
-            or (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value))
-        ):
-            raise fail(where, f"must be all, none or a list of product GUIDs or names; got {value!r}")
-        if key == "errands" and not (
-            isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
-        ):
-            raise fail(
-                where,
-                f"must map a product GUID or name to {{run_post_deploy: {{errand: true/false}}}}; got {value!r}",
-            )
-        settings[APPLY_CHANGES_FIELDS[key]] = value
-    return settings
-
-
-def _notifiers(value: Any, fail: Any) -> dict[str, tuple[NotifierSpec, ...]]:
-    if not isinstance(value, dict) or set(value) - set(NOTIFIER_EVENTS):
-        raise fail("notifiers", f"must be a mapping with {' and/or '.join(NOTIFIER_EVENTS)}")
-    out: dict[str, tuple[NotifierSpec, ...]] = {}
-    for event in NOTIFIER_EVENTS:
-        entries = value.get(event) or []
-        if isinstance(entries, dict):
-            entries = [entries]
-        if not isinstance(entries, list):
-            raise fail(f"notifiers.{event}", "must be a list of {class: dotted.path, kwargs: {...}}")
-        specs = []
-        for n, entry in enumerate(entries, start=1):
-            where = f"notifiers.{event}[{n}]"
-            if (
-                not isinstance(entry, dict)
-                or set(entry) - {"class", "kwargs"}
-                or not isinstance(entry.get("class"), str)
-            ):
-                raise fail(where, "must be {class: dotted.path.ToNotifier, kwargs: {...}}")
-            kwargs = entry.get("kwargs") or {}
-            if not isinstance(kwargs, dict):
-                raise fail(f"{where}.kwargs", "must be a mapping")
-            spec = NotifierSpec(entry["class"], dict(kwargs))
-            _check_notifier(spec, lambda m, _w=where: fail(_w, m))
-            specs.append(spec)
-        out[event] = tuple(specs)
-    return out
-
-
-def _check_notifier(spec: NotifierSpec, fail: Any) -> None:
-    """The class imports, is a BaseNotifier, and accepts the kwargs (nothing is sent)."""
-    module, _, name = spec.class_path.rpartition(".")
-    if not module:
-        raise fail(f"{spec.class_path!r} is not a dotted path such as my_pkg.notifiers.PagerNotifier")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise fail(f"cannot import {spec.class_path!r}: {err}") from None
-    from airflow.sdk import BaseNotifier
-
-    if not (isinstance(cls, type) and issubclass(cls, BaseNotifier)):
-        raise fail(f"{spec.class_path!r} is not a subclass of airflow.sdk.BaseNotifier")
-    try:
-        spec.build()
-    except TypeError as err:
-        raise fail(f"{spec.class_path!r} does not accept kwargs {sorted(spec.kwargs)}: {err}") from None

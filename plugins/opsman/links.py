@@ -35,7 +35,7 @@ def ops_manager_base_url(operator: Any) -> str | None:
     if not conn_id or "{{" in str(conn_id):
         return None
     try:
-        from opsman.hooks import OpsManagerConnectionSettings
+        from opsman.connection import OpsManagerConnectionSettings
 
         return OpsManagerConnectionSettings.from_connection(BaseHook.get_connection(str(conn_id))).base_url
     except Exception as err:  # never fail a task because its link cannot be built

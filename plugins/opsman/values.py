@@ -1,16 +1,48 @@
 """Parsing and formatting rules shared by the operators, sensor, expiry report, fleet file and UI page.
 
 One definition per rule, at the bottom of the import graph: it imports nothing of ours but the
-constants and the exceptions.
+constants and the exceptions. The rules of a rotation's settings are types: the fleet file's schema
+(:mod:`opsman.fleet`) validates with them, and the trigger form's Params take their JSON schema from
+them (:func:`param_schema`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, Strict, TypeAdapter
 
 from opsman.constants import EXPIRES_WITHIN_PATTERN
 from opsman.exceptions import OpsManagerConfigError
+
+#: An expiry window such as ``3m``.
+Window = Annotated[str, Field(pattern=EXPIRES_WITHIN_PATTERN.pattern)]
+#: How often to ask Ops Manager whether an Apply Changes has finished.
+PollSeconds = Annotated[int, Strict(), Field(ge=1, le=3600)]
+#: true or false, nothing else ("yes" and 1 are mistakes, not flags).
+Flag = Annotated[bool, Strict()]
+#: An Airflow connection id.
+ConnId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,250}$")]
+#: api: the DAG starts each Apply Changes; manual: a person clicks Apply Changes and the DAG waits.
+ApplyChangesMode = Literal["api", "manual"]
+#: wait: let a running Apply Changes finish, then start; fail: stop without changing anything.
+IfInstallationRunning = Literal["wait", "fail"]
+#: Which products an Apply Changes deploys: all (what the rotation docs require), none (the director
+#: only), or a non-empty list of product GUIDs or names.
+DeployProducts = (
+    Literal["all", "none"] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+)
+#: Errands per product GUID or name: ``{"p-redis": {"run_post_deploy": {"errand": true}}}``.
+Errands = dict[str, dict[str, Any]]
+
+
+@cache  # once per process: the DAG file builds a form per foundation (bench/parse_cost.py)
+def param_schema(rule: Any) -> dict[str, Any]:
+    """The JSON schema of a rule above, for a trigger-form Param (shared: do not change it)."""
+    return TypeAdapter(rule).json_schema()
+
 
 #: Days per unit of an expiry window (``3m``), counted generously: a month is 31 days, a year 366,
 #: so a window never ends before the calendar one it names.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.state import DagRunState, TaskInstanceState
-from support import api_writes, connection_json
+from support import api_writes, connection_json, polling_fast
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -42,7 +42,7 @@ def test_the_run_fails_in_one_try_before_any_write(sim, airflow_db, monkeypatch,
     conn = json.loads(connection_json(sim))
     conn.update(mistake(sim))
     monkeypatch.setenv("AIRFLOW_CONN_OPSMAN_DEFAULT", json.dumps(conn))
-    dag = DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"]
+    dag = polling_fast(DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"])
     assert dag.default_args["retries"] >= 1, "the point: the DAG has retries, and these errors skip them"
     sim.clear_journal()
 

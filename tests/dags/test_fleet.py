@@ -240,7 +240,7 @@ class TestFleetDags:
                     )  # plain values, not templates
                     seen.setdefault(name, set()).add(task.task_id)
         assert set(seen) == set(expected), "every setting reaches some operator"
-        assert seen["opsman_conn_id"] == set(east.task_ids) - {"summary"}
+        assert seen["opsman_conn_id"] == set(east.task_ids)  # the summary too: an operator like the others
         assert len(seen["deploy_products"]) == 4  # every Apply Changes
         sensors = [t for t in east.tasks if isinstance(t, ApplyChangesSensor)]
         assert {(t.deferrable, t.mode, t.poll_interval_seconds) for t in sensors} == {
@@ -512,3 +512,46 @@ def _asset_events(name: str) -> list[dict]:
             .order_by(AssetEvent.id)
         ).all()
         return [dict(r.extra) for r in rows]
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "fleet_fields"),
+    [
+        ("expires_within", "3 months", {"expires_within": "3 months"}),
+        ("poll_interval_seconds", 0, {"poll_interval_seconds": 0}),
+        ("if_installation_running", "queue", {"if_installation_running": "queue"}),
+        ("custom_ca_conn_id", "my ca", {"custom_ca_conn_id": "my ca"}),
+        ("apply_changes_mode", "auto", {"apply_changes": {"mode": "auto"}}),
+        ("deploy_products", "some", {"apply_changes": {"deploy_products": "some"}}),
+        ("deploy_products", [], {"apply_changes": {"deploy_products": []}}),
+        ("errands", {"cf": "smoke-tests"}, {"apply_changes": {"errands": {"cf": "smoke-tests"}}}),
+        ("recreate_vms", "yes", {"apply_changes": {"recreate_vms": "yes"}}),
+    ],
+    ids=lambda v: v if isinstance(v, str) and "_" in v else None,
+)
+def test_the_trigger_form_and_the_fleet_file_refuse_the_same_values(monkeypatch, param, value, fleet_fields):
+    """One rule per setting: what the single DAG's form refuses, a fleet file refuses too."""
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from opsman.fleet import FleetFileError, parse_fleet
+
+    monkeypatch.delenv("OPSMAN_FLEET_FILE", raising=False)
+    params = copy.deepcopy(dagbag().dags["opsman_ca_rotation"].params)
+    params.validate()
+    with pytest.raises(ParamValidationError):
+        params[param] = value
+        params.validate()
+    with pytest.raises(FleetFileError, match=f"foundation 'east', field '{next(iter(fleet_fields))}"):
+        parse_fleet({"foundations": [{"name": "east", "conn_id": "opsman_east", **fleet_fields}]})
+
+
+def test_the_trigger_form_starts_from_the_fleet_files_defaults(monkeypatch):
+    from opsman.fleet import DEFAULT_SETTINGS, parse_fleet
+
+    monkeypatch.delenv("OPSMAN_FLEET_FILE", raising=False)
+    params = dagbag().dags["opsman_ca_rotation"].params
+    (silent,) = parse_fleet({"foundations": [{"name": "east", "conn_id": "opsman_east"}]}).foundations
+    assert {name: params[name] for name in DEFAULT_SETTINGS} == DEFAULT_SETTINGS
+    assert silent.settings == {**DEFAULT_SETTINGS, "opsman_conn_id": "opsman_east"}

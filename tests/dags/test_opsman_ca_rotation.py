@@ -9,7 +9,7 @@ import pytest
 from airflow.utils.state import DagRunState, TaskInstanceState
 from airflow_versions import DagBag, serialized_for_dag_test
 from cryptography import x509
-from support import journal_calls
+from support import journal_calls, polling_fast
 
 from opsman.compat import DOUBLING_BACKOFF
 
@@ -43,7 +43,7 @@ def dagbag() -> DagBag:
 @pytest.fixture
 def dag(request):
     # A fresh DAG object per run: dag.test() keeps the last run_conf in the DAG's params.
-    return serialized_for_dag_test(request, DagBag(dag_folder=str(DAGS)), "opsman_ca_rotation")
+    return polling_fast(serialized_for_dag_test(request, DagBag(dag_folder=str(DAGS)), "opsman_ca_rotation"))
 
 
 class TestIntegrity:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.state import DagRunState, TaskInstanceState
-from support import api_writes, check_rotation_invariants, wait_for_installation
+from support import api_writes, check_rotation_invariants, polling_fast, wait_for_installation
 
 from opsman.hooks import OpsManagerHook
 from opsman.models import ApplyChangesOptions, InstallationStatus
@@ -22,7 +22,7 @@ CONF = {"poll_interval_seconds": 1}
 
 
 def run_dag(**conf):
-    dag = DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"]
+    dag = polling_fast(DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"])
     return dag.test(run_conf={**CONF, **conf})
 
 

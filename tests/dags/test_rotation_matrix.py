@@ -14,7 +14,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.state import DagRunState
 from doc_tables import observe
-from support import SIM_PASSWORD, SIM_USER, check_rotation_invariants, connection_json
+from support import SIM_PASSWORD, SIM_USER, check_rotation_invariants, connection_json, polling_fast
 
 from opsman_simulator.process import SimulatorProcess
 
@@ -66,8 +66,8 @@ def test_a_whole_rotation(profile_sim, role, airflow_db, monkeypatch, capfd):
     (old_guid,) = [ca["guid"] for ca in before["certificate_authorities"]]
     first_install = max(i["id"] for i in before["installations"])
     sim.clear_journal()
-    dag_run = (
-        DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"].test(run_conf={"poll_interval_seconds": 1})
+    dag_run = polling_fast(DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"]).test(
+        run_conf={"poll_interval_seconds": 1}
     )
     assert dag_run.state == DagRunState.SUCCESS, {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     check_rotation_invariants(sim, old_guid, installs_started=4)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.state import DagRunState
-from support import SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PASSWORD
+from support import SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PASSWORD, polling_fast
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
@@ -49,7 +49,7 @@ def test_no_secret_or_token_in_logs_xcom_templates_or_journal(sim, airflow_db, m
                 }
             ),
         )
-    dag = DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"]
+    dag = polling_fast(DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"])
     dag_run = dag.test(run_conf={"poll_interval_seconds": 1, "initial_apply_changes": False})
     assert dag_run.state == DagRunState.SUCCESS
     assert JWT.search(sim.token()), "the detector matches the tokens this Ops Manager issues"

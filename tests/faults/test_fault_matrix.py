@@ -19,7 +19,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.state import DagRunState
 from doc_tables import mask, observe
-from support import check_rotation_invariants, connection_json
+from support import check_rotation_invariants, connection_json, polling_fast
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.docs]
 
@@ -50,7 +50,7 @@ class Injector:
 
 
 def rotate(**conf):
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags["opsman_ca_rotation"]
+    dag = polling_fast(DagBag(dag_folder=str(REPO / "dags")).dags["opsman_ca_rotation"])
     for task in dag.tasks:
         task.retry_delay = timedelta(seconds=1)  # a retry in seconds, not minutes, for the suite
     return dag.test(run_conf={"poll_interval_seconds": 1, "initial_apply_changes": False, **conf})

@@ -10,7 +10,7 @@ Set up once per test session (:func:`make_world`); each history then starts from
   in the worker: histories run the operator with ``deferrable=False``, see runs.py) and by
   tenacity (the hook's backoff) moves the simulator's clock instead: virtual time, so a history
   never waits in real time and installations progress exactly as far as the waits say.
-- ``opsman.hooks.mask_secret`` and ``opsman.custom_ca.mask_secret``: no-ops. Every try fetches a token and Airflow's masker recompiles
+- ``opsman.transport.mask_secret`` and ``opsman.custom_ca.mask_secret``: no-ops. Every try fetches a token and Airflow's masker recompiles
   one regex of all secrets per token (milliseconds each); masking is tested in tests/dags/test_secrets.py.
 - ``OpsManagerHook.get_connection``: looked up once (Airflow parses the environment variable's JSON
   on every call); the hook still validates it into its settings on every try.
@@ -136,6 +136,7 @@ def make_world(monkeypatch) -> World:
     import opsman.hooks
     import opsman.operators.apply_changes
     import opsman.operators.base
+    import opsman.transport
     import opsman_simulator.pki
 
     monkeypatch.setattr(opsman_simulator.pki, "new_rsa_key", KeyPool(3 * len(PROFILES)))
@@ -149,7 +150,7 @@ def make_world(monkeypatch) -> World:
     )
     monkeypatch.setattr(opsman.operators.apply_changes, "time", types.SimpleNamespace(sleep=world.sleep))
     monkeypatch.setattr(tenacity.nap, "time", types.SimpleNamespace(sleep=world.sleep))
-    monkeypatch.setattr(opsman.hooks, "mask_secret", lambda *a, **k: None)
+    monkeypatch.setattr(opsman.transport, "mask_secret", lambda *a, **k: None)
     import opsman.custom_ca
 
     monkeypatch.setattr(opsman.custom_ca, "mask_secret", lambda *a, **k: None)

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from support import api_writes, task_context
+from support import api_writes, polling_fast, task_context
 
 from opsman.custom_ca import load_custom_ca
 from opsman.exceptions import OpsManagerConfigError
@@ -118,7 +118,7 @@ def test_a_rotation_to_an_uploaded_ca_without_leaking_its_key(sim, airflow_db, m
         days=(-3000, 3650)
     )  # issued long before the current CA: identity, not age, counts
     set_ca_connection(monkeypatch, cert_pem, key_pem)
-    dag = DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"]
+    dag = polling_fast(DagBag(dag_folder=str(DAGS)).dags["opsman_ca_rotation"])
     dag_run = dag.test(run_conf={"poll_interval_seconds": 1, "custom_ca_conn_id": CONN_ID})
     assert dag_run.state == DagRunState.SUCCESS
 

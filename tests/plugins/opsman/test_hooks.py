@@ -19,8 +19,9 @@ from opsman.exceptions import (
     OpsManagerNotFoundError,
     OpsManagerTransientError,
 )
-from opsman.hooks import OpsManagerAsyncHook, OpsManagerHook, _Token
+from opsman.hooks import OpsManagerAsyncHook, OpsManagerHook
 from opsman.models import ApplyChangesOptions, InstallationStatus
+from opsman.transport import UaaToken
 
 
 def use_connection(monkeypatch, sim, **extra):
@@ -58,7 +59,7 @@ class TestAuthentication:
     def test_token_is_renewed_a_quarter_of_its_life_before_it_expires(self, sim, monkeypatch):
         # One clock for both sides: the hook's token clock and Ops Manager's move together, by exact steps.
         elapsed = [0.0]
-        monkeypatch.setattr(_Token, "clock", staticmethod(lambda: elapsed[0]))
+        monkeypatch.setattr(UaaToken, "clock", staticmethod(lambda: elapsed[0]))
 
         def advance(seconds: float) -> None:
             elapsed[0] += seconds
@@ -192,7 +193,8 @@ class TestConnectionValidation:
         hook = OpsManagerHook()
         hook.list_installations()
         assert SIM_PASSWORD not in repr(hook.settings)
-        assert hook._token is not None and hook._token.value not in repr(hook._token)
+        token = hook._tokens.token
+        assert token is not None and token.value not in repr(token)
 
 
 class TestCertificateAuthorities:

@@ -6,7 +6,15 @@ Runs against simulators started with ``--safety-checks`` and ``--answer-style 2.
 from __future__ import annotations
 
 import pytest
-from support import SIM_PASSWORD, SIM_USER, api_writes, connection_json, task_context, wait_for_installation
+from support import (
+    SIM_PASSWORD,
+    SIM_USER,
+    api_writes,
+    connection_json,
+    polling_fast,
+    task_context,
+    wait_for_installation,
+)
 
 from opsman.exceptions import OpsManagerError, SafetyViolationError
 from opsman.hooks import OpsManagerHook
@@ -128,7 +136,9 @@ def test_a_whole_rotation_against_ops_manager_2_10_with_safety_checks(newer, air
     from airflow.utils.state import DagRunState
 
     (old,) = OpsManagerHook().list_certificate_authorities()
-    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[3] / "dags")).dags["opsman_ca_rotation"]
+    dag = polling_fast(
+        DagBag(dag_folder=str(Path(__file__).resolve().parents[3] / "dags")).dags["opsman_ca_rotation"]
+    )
     dag_run = dag.test(run_conf={"poll_interval_seconds": 1})
     assert dag_run.state == DagRunState.SUCCESS
     (new,) = OpsManagerHook().list_certificate_authorities()
