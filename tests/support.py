@@ -87,23 +87,6 @@ def run_to_event(trigger) -> dict:
     return asyncio.run(first_event())
 
 
-def execute_with_deferrals(operator, context: dict, triggers: list | None = None):
-    """``operator.execute`` as Airflow runs it: each time it defers, its trigger runs to its event and
-    the method it named resumes the task. ``triggers`` collects the triggers it deferred to."""
-    from opsman.compat import TaskDeferred
-
-    resume = lambda: operator.execute(context)  # noqa: E731
-    while True:
-        try:
-            return resume()
-        except TaskDeferred as deferred:
-            if triggers is not None:
-                triggers.append(deferred.trigger)
-            event = run_to_event(deferred.trigger)
-            method = getattr(operator, deferred.method_name)
-            resume = lambda method=method, event=event: method(context, event)  # noqa: E731
-
-
 def journal_calls(sim, method=None, path=None, status=None) -> list[dict]:
     """Journal entries of API calls, filtered."""
     return [

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
-from support import api_writes, execute_with_deferrals, journal_calls, task_context, wait_for_installation
+from support import api_writes, journal_calls, run_to_event, task_context, wait_for_installation
 
-from opsman.compat import AirflowFailException
+import opsman.operators.apply_changes as apply_changes_module
+from opsman.compat import AirflowFailException, TaskDeferred
 from opsman.exceptions import OpsManagerConfigError, OpsManagerTransientError, RotationStateError
 from opsman.hooks import OpsManagerHook
 from opsman.models import ApplyChangesOptions, InstallationStatus
@@ -197,11 +199,10 @@ class TestDelete:
 
 
 class TestApplyChanges:
-    def _apply(self, after, triggers=None, **kwargs):
-        operator = ApplyChangesOperator(
+    def _apply(self, after, **kwargs):
+        return ApplyChangesOperator(
             task_id="apply", after_installation_id=after, wait_poll_seconds=0.2, **kwargs
-        )
-        return execute_with_deferrals(operator, task_context(), triggers)
+        ).execute(task_context())
 
     def test_starts_one_then_a_retry_attaches_to_it(self, sim):
         hook = OpsManagerHook()
@@ -231,19 +232,34 @@ class TestApplyChanges:
         assert second > failed
 
     @pytest.mark.parametrize("deferrable", [True, False], ids=["triggerer", "worker"])
-    def test_waits_out_an_installation_that_predates_the_step(self, sim, deferrable):
+    def test_waits_out_an_installation_that_predates_the_step(self, sim, monkeypatch, deferrable):
         hook = OpsManagerHook()
+        sim.faults(apply_seconds=3600)  # it runs until the simulator's clock ends it, below
         someone_elses = hook.apply_changes(ApplyChangesOptions())
         watermark = hook.list_installations()[0].id  # the step's change came after it started
-        triggers = []
-        mine = self._apply(watermark, triggers, deferrable=deferrable)
+        sim.clear_journal()
+        context = task_context()
+        operator = ApplyChangesOperator(
+            task_id="apply", after_installation_id=watermark, wait_poll_seconds=0.2, deferrable=deferrable
+        )
+        if deferrable:
+            with pytest.raises(TaskDeferred) as deferred:
+                operator.execute(context)
+            trigger = deferred.value.trigger
+            # The triggerer waits, following only the end of someone else's installation.
+            assert (trigger.installation_id, trigger.follow_log) == (someone_elses, False)
+            assert api_writes(sim) == [], "nothing started while someone else's installation runs"
+            sim.finish_installation()
+            mine = operator.execute_complete(context, run_to_event(trigger))
+        else:
+            # The worker polls; each poll's pause is where someone else's installation ends.
+            monkeypatch.setattr(
+                apply_changes_module, "time", SimpleNamespace(sleep=lambda _: sim.finish_installation())
+            )
+            mine = operator.execute(context)
         assert mine > someone_elses
         installs = {i.id: i for i in hook.list_installations()}
         assert installs[someone_elses].finished_at <= installs[mine].started_at
-        # Deferrable: the wait is the triggerer's, following only someone else's installation's end.
-        assert [(t.installation_id, t.follow_log) for t in triggers] == (
-            [(someone_elses, False)] if deferrable else []
-        )
 
     def test_options_reach_the_request(self, sim):
         hook = OpsManagerHook()
