@@ -23,6 +23,7 @@ from opsman.expiry import ExpiryReportOperator, RotationDueOperator
 from opsman.fleet import DEFAULT_SETTINGS, FLEET_FORM, Fleet, Foundation, load_fleet
 from opsman.operators import (
     AFTER_INSTALLATION_KEY,
+    OLD_CA_KEY,
     WATERMARK_KEY,
     ActivateCertificateAuthorityOperator,
     ApplyChangesOperator,
@@ -477,7 +478,7 @@ def activate_new_ca(r: Rotation) -> TaskGroup:
         verify_new_ca = VerifyCertificateAuthoritiesOperator(
             task_id="verify_new_ca_inactive", opsman_conn_id=r.conn, plan=r.plan, new_ca_guid=r.new_ca_guid
         )
-        r.old_ca_guid = verify_new_ca.output
+        r.old_ca_guid = verify_new_ca.output[OLD_CA_KEY]
         activate = ActivateCertificateAuthorityOperator(
             task_id="activate_ca", opsman_conn_id=r.conn, plan=r.plan, new_ca_guid=r.new_ca_guid
         )
@@ -576,6 +577,7 @@ def apply_changes(
         force_latest_variables=s["force_latest_variables"],
         apply_changes_mode=s["apply_changes_mode"],
         wait_poll_seconds=s["poll_interval_seconds"],
+        deferrable=r.wait_mode["deferrable"],
     )
     wait = ApplyChangesSensor(
         task_id="wait_for_apply_changes",

@@ -6,6 +6,10 @@ import datetime as dt
 import json
 import os
 from itertools import pairwise
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opsman.models import CertificateAuthority, Installation
 
 SIM_USER = "admin"
 SIM_PASSWORD = "pw-Simul4tor-" + os.urandom(6).hex()
@@ -36,6 +40,51 @@ class RecordingTI:
 
 def task_context() -> dict:
     return {"ti": RecordingTI()}
+
+
+def certificate_authority(guid: str, active: bool, made: dt.datetime) -> CertificateAuthority:
+    """A CA as Ops Manager lists it, without a PEM: its creation time comes from created_on, in RFC 3339
+    as om's fixtures have it."""
+    from opsman.models import CertificateAuthority
+
+    return CertificateAuthority.from_api(
+        {
+            "guid": guid,
+            "issuer": "Pivotal",
+            "created_on": made.isoformat().replace("+00:00", "Z"),
+            "expires_on": "2030-01-01",
+            "active": active,
+            "cert_pem": "not a pem",
+        },
+        "test",
+    )
+
+
+def installation(id_: int, status: str, started: dt.datetime) -> Installation:
+    """An installation as Ops Manager lists it."""
+    from opsman.models import Installation
+
+    return Installation.from_api(
+        {
+            "id": id_,
+            "status": status,
+            "started_at": started.isoformat().replace("+00:00", "Z"),
+            "finished_at": None,
+        },
+        "test",
+    )
+
+
+def run_to_event(trigger) -> dict:
+    """Run a trigger as the triggerer does, to its first event; the event's payload."""
+    import asyncio
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    return asyncio.run(first_event())
 
 
 def journal_calls(sim, method=None, path=None, status=None) -> list[dict]:

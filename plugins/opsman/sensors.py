@@ -20,8 +20,6 @@ from opsman.values import optional_int
 if TYPE_CHECKING:
     from opsman.hooks import OpsManagerHook
 
-EVENT_STATUSES = {"succeeded", "failed", "error", "timeout"}
-
 
 class ApplyChangesSensor(BaseSensorOperator):
     """Wait for one installation to succeed; fail with the log's tail when it fails.
@@ -166,21 +164,17 @@ class ApplyChangesSensor(BaseSensorOperator):
         raise AssertionError("defer() returned")  # pragma: no cover
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> int:
-        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
-            raise OpsManagerError(f"the installation trigger sent an unexpected event: {event!r}")
-        status = event["status"]
+        from opsman.triggers import checked_event  # imports the hook (see constants)
+
+        event = checked_event(event)
         if event.get("installation_id") is not None:
             self.installation_id = event["installation_id"]
-        if status == "succeeded":
+        if event["status"] == "succeeded":
             self.log.info("Installation %d succeeded", self._id)
             return self._id
-        if status == "failed":
+        if event["status"] == "failed":
             self._fail()
-        if status == "timeout":
-            raise AirflowFailException(
-                f"gave up after {self.timeout} s: {event.get('message')}; nothing was cancelled. "
-                "Check Ops Manager, then clear this task to wait again."
-            )
-        if event.get("permanent"):
-            raise AirflowFailException(f"waiting for installation {self._id} failed: {event.get('message')}")
-        raise OpsManagerError(f"waiting for installation {self._id} failed: {event.get('message')}")
+        raise AirflowFailException(
+            f"gave up after {self.timeout} s: {event.get('message')}; nothing was cancelled. "
+            "Check Ops Manager, then clear this task to wait again."
+        )

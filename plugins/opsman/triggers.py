@@ -1,7 +1,8 @@
 """Trigger that waits for an Apply Changes in the triggerer, holding no worker slot.
 
 It only reads (GET): a triggerer restart re-creates it from its kwargs and it resumes polling; it can
-never start a second installation.
+never start a second installation. It yields one event; the deferring task's ``execute_complete``
+checks it with :func:`checked_event`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -20,6 +21,19 @@ from opsman.models import new_log_text
 
 #: Stream breaks (ended without exit, connection lost) after which the trigger polls the log instead.
 MAX_STREAM_BREAKS = 3
+#: The statuses of the trigger's one event.
+EVENT_STATUSES: Final = frozenset({"succeeded", "failed", "error", "timeout"})
+
+
+def checked_event(event: Any) -> dict[str, Any]:
+    """The trigger's event, once its shape is checked; an ``error`` event is raised as the task's error,
+    one no retry can fix (``permanent``) failing the task at once."""
+    if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+        raise OpsManagerError(f"the installation trigger sent an unexpected event: {event!r}")
+    if event["status"] == "error":
+        error = AirflowFailException if event.get("permanent") else OpsManagerError
+        raise error(f"waiting for installation {event.get('installation_id')} failed: {event.get('message')}")
+    return event
 
 
 class InstallationTrigger(BaseTrigger):
@@ -39,6 +53,8 @@ class InstallationTrigger(BaseTrigger):
     :param log_offset: characters of the log already printed (so a resumed wait does not repeat them).
     :param end_time: epoch seconds after which the trigger gives up with a ``timeout`` event.
     :param stream_logs: use the streaming log endpoint when Ops Manager has it.
+    :param follow_log: print the installation's log; ``False`` only waits for its end (someone else's
+        installation, which a step waits out before starting its own).
     """
 
     def __init__(
@@ -51,12 +67,14 @@ class InstallationTrigger(BaseTrigger):
         end_time: float | None = None,
         after_installation_id: int | None = None,
         stream_logs: bool = True,
+        follow_log: bool = True,
     ) -> None:
         super().__init__()
         self.opsman_conn_id = opsman_conn_id
         self.installation_id = None if installation_id is None else int(installation_id)
         self.after_installation_id = after_installation_id
-        self.stream_logs = stream_logs
+        self.follow_log = follow_log
+        self.stream_logs = stream_logs and follow_log
         self._streamed_to_end = False
         self._stream_breaks = 0
         self.poll_interval_seconds = float(poll_interval_seconds)
@@ -76,6 +94,7 @@ class InstallationTrigger(BaseTrigger):
                 "end_time": self.end_time,
                 "after_installation_id": self.after_installation_id,
                 "stream_logs": self.stream_logs,
+                "follow_log": self.follow_log,
             },
         )
 
@@ -100,7 +119,7 @@ class InstallationTrigger(BaseTrigger):
     async def _stream_log(self, hook: OpsManagerAsyncHook) -> None:
         """Print the running installation's log from the stream, each line once.
 
-        The stream replays the whole log before going live (reference: 3.0 API), on every
+        The stream replays the whole log before going live (docs/ops-manager-api.md, section 8), on every
         connection. ``log_offset`` counts the characters of the log already printed (by the sensor,
         an earlier stream or a poll), so replayed lines are counted, not printed. A stream that ends
         without its ``exit`` event is reopened; after ``MAX_STREAM_BREAKS`` breaks, or where the
@@ -180,7 +199,7 @@ class InstallationTrigger(BaseTrigger):
                     continue
                 now = time.monotonic()
                 due = status.is_terminal or now - last_log_fetch >= self.log_interval_seconds
-                if due and not self._streamed_to_end:
+                if due and self.follow_log and not self._streamed_to_end:
                     await self._print_new_log(hook, final=status.is_terminal)
                     last_log_fetch = now
                 if status.is_terminal:

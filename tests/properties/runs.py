@@ -8,8 +8,10 @@ one chain with ``trigger_rule=none_failed``), XComs cleared at the start of ever
 retried unless it raised ``AirflowFailException``, a cleared task run again with everything after it.
 
 The Apply Changes sensors run in ``reschedule`` mode (one poke per try, the fleet file's
-``wait_mode: reschedule``): a history can then interleave anything between two pokes. The deferrable
-trigger path is not driven here (it is async and covered by tests/plugins/opsman/test_sensors.py).
+``wait_mode: reschedule``): a history can then interleave anything between two pokes, and the Apply
+Changes operators with ``deferrable=False`` (as the DAG builds them for that wait mode). The deferrable
+trigger path is not driven here (it is async and covered by tests/plugins/opsman/test_sensors.py and
+test_operators.py).
 """
 
 from __future__ import annotations
@@ -122,8 +124,10 @@ class Run:
     def run_try(self, task_id: str) -> TryResult:
         original = self.dag.task_dict[task_id]
         task = copy.copy(original)
+        if hasattr(task, "deferrable"):
+            task.deferrable = False
         if hasattr(task, "poke"):
-            task.deferrable, task.mode = False, "reschedule"
+            task.mode = "reschedule"
         for key in [k for k in self.xcoms if k[0] == task_id]:
             del self.xcoms[key]
         ti = HistoryTI(self, task_id)
@@ -148,6 +152,8 @@ class Run:
         else:
             if value is not None:
                 self.xcoms[(task_id, "return_value")] = value
+                if task.multiple_outputs:  # as Airflow does: each key of the returned mapping, an XCom
+                    self.xcoms.update({(task_id, key): v for key, v in value.items()})
             result = TryResult(task_id, "success", value=value)
         self.states[task_id] = (
             "failed"

@@ -6,7 +6,8 @@ Set up once per test session (:func:`make_world`); each history then starts from
 - ``OpsManagerHook._configure_session_from_mount_adapters`` (HttpHook's place for transport adapters)
   mounts :class:`inprocess.AsgiAdapter` on the hook's session, with ``trust_env`` off (no proxies,
   no ``REQUESTS_CA_BUNDLE``: there is no socket or TLS to configure).
-- ``time.sleep`` as seen by ``opsman.operators`` (waiting out someone else's installation) and by
+- ``time.sleep`` as seen by ``opsman.operators.apply_changes`` (waiting out someone else's installation
+  in the worker: histories run the operator with ``deferrable=False``, see runs.py) and by
   tenacity (the hook's backoff) moves the simulator's clock instead: virtual time, so a history
   never waits in real time and installations progress exactly as far as the waits say.
 - ``opsman.transport.mask_secret`` and ``opsman.custom_ca.mask_secret``: no-ops. Every try fetches a token and Airflow's masker recompiles
@@ -133,7 +134,8 @@ def make_world(monkeypatch) -> World:
     import tenacity.nap
 
     import opsman.hooks
-    import opsman.operators
+    import opsman.operators.apply_changes
+    import opsman.operators.base
     import opsman.transport
     import opsman_simulator.pki
 
@@ -146,7 +148,7 @@ def make_world(monkeypatch) -> World:
         "_configure_session_from_mount_adapters",
         lambda hook, session: world.adapter_for_session(hook, session),
     )
-    monkeypatch.setattr(opsman.operators, "time", types.SimpleNamespace(sleep=world.sleep))
+    monkeypatch.setattr(opsman.operators.apply_changes, "time", types.SimpleNamespace(sleep=world.sleep))
     monkeypatch.setattr(tenacity.nap, "time", types.SimpleNamespace(sleep=world.sleep))
     monkeypatch.setattr(opsman.transport, "mask_secret", lambda *a, **k: None)
     import opsman.custom_ca
@@ -158,7 +160,7 @@ def make_world(monkeypatch) -> World:
         )
     )
     monkeypatch.setattr(
-        opsman.operators,
+        opsman.operators.base,
         "load_custom_ca",
         lambda conn_id, *, now, window_days: validated(conn_id, window_days),
     )

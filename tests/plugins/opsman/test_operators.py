@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
-from support import api_writes, journal_calls, task_context, wait_for_installation
+from support import api_writes, journal_calls, run_to_event, task_context, wait_for_installation
 
-from opsman.compat import AirflowFailException
+import opsman.operators.apply_changes as apply_changes_module
+from opsman.compat import AirflowFailException, TaskDeferred
 from opsman.exceptions import OpsManagerConfigError, OpsManagerTransientError, RotationStateError
 from opsman.hooks import OpsManagerHook
 from opsman.models import ApplyChangesOptions, InstallationStatus
@@ -108,20 +110,19 @@ class TestGenerate:
 
 
 class TestVerify:
+    def _verify(self, new_guid):
+        operator = VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid)
+        assert operator.multiple_outputs, "each GUID is an XCom of its own name"
+        return operator.execute(task_context())
+
     def test_returns_the_old_active_ca(self, sim):
         (old_guid,) = cas()
         new_guid, _ = generate()
-        assert (
-            VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid).execute(task_context())
-            == old_guid
-        )
+        assert self._verify(new_guid) == {"new_ca_guid": new_guid, "old_ca_guid": old_guid}
 
     def test_after_activation_the_old_ca_is_the_other_one(self, sim):
         old_guid, new_guid = activated_rotation()
-        assert (
-            VerifyCertificateAuthoritiesOperator(task_id="v", new_ca_guid=new_guid).execute(task_context())
-            == old_guid
-        )
+        assert self._verify(new_guid) == {"new_ca_guid": new_guid, "old_ca_guid": old_guid}
 
     def test_a_missing_new_ca_fails(self, sim):
         with pytest.raises(RotationStateError, match="is not on Ops Manager"):
@@ -230,11 +231,32 @@ class TestApplyChanges:
         second = self._apply(watermark)
         assert second > failed
 
-    def test_waits_out_an_installation_that_predates_the_step(self, sim):
+    @pytest.mark.parametrize("deferrable", [True, False], ids=["triggerer", "worker"])
+    def test_waits_out_an_installation_that_predates_the_step(self, sim, monkeypatch, deferrable):
         hook = OpsManagerHook()
+        sim.faults(apply_seconds=3600)  # it runs until the simulator's clock ends it, below
         someone_elses = hook.apply_changes(ApplyChangesOptions())
         watermark = hook.list_installations()[0].id  # the step's change came after it started
-        mine = self._apply(watermark)
+        sim.clear_journal()
+        context = task_context()
+        operator = ApplyChangesOperator(
+            task_id="apply", after_installation_id=watermark, wait_poll_seconds=0.2, deferrable=deferrable
+        )
+        if deferrable:
+            with pytest.raises(TaskDeferred) as deferred:
+                operator.execute(context)
+            trigger = deferred.value.trigger
+            # The triggerer waits, following only the end of someone else's installation.
+            assert (trigger.installation_id, trigger.follow_log) == (someone_elses, False)
+            assert api_writes(sim) == [], "nothing started while someone else's installation runs"
+            sim.finish_installation()
+            mine = operator.execute_complete(context, run_to_event(trigger))
+        else:
+            # The worker polls; each poll's pause is where someone else's installation ends.
+            monkeypatch.setattr(
+                apply_changes_module, "time", SimpleNamespace(sleep=lambda _: sim.finish_installation())
+            )
+            mine = operator.execute(context)
         assert mine > someone_elses
         installs = {i.id: i for i in hook.list_installations()}
         assert installs[someone_elses].finished_at <= installs[mine].started_at

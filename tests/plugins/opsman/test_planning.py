@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from support import certificate_authority as ca
+from support import installation as install
 
 from opsman.exceptions import RotationStateError
-from opsman.models import CertificateAuthority, Installation
 from opsman.planning import (
     ACTIVATE,
     ACTIVATED,
@@ -26,33 +27,6 @@ from opsman.planning import (
 )
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
-
-
-def ca(guid: str, active: bool, made: dt.datetime) -> CertificateAuthority:
-    # No PEM: creation time comes from created_on, in RFC 3339 as om's fixtures have it.
-    return CertificateAuthority.from_api(
-        {
-            "guid": guid,
-            "issuer": "Pivotal",
-            "created_on": made.isoformat().replace("+00:00", "Z"),
-            "expires_on": "2030-01-01",
-            "active": active,
-            "cert_pem": "not a pem",
-        },
-        "test",
-    )
-
-
-def install(id_: int, status: str, started: dt.datetime) -> Installation:
-    return Installation.from_api(
-        {
-            "id": id_,
-            "status": status,
-            "started_at": started.isoformat().replace("+00:00", "Z"),
-            "finished_at": None,
-        },
-        "test",
-    )
 
 
 OLD = ca("0ld0000000000000000a", True, NOW - dt.timedelta(days=1200))

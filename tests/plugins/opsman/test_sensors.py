@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 
 import pytest
 from support import api_writes, journal_calls, task_context, wait_for_installation
+from support import run_to_event as run_trigger
 
 from opsman.compat import AirflowFailException, TaskDeferred
 from opsman.exceptions import OpsManagerError
@@ -30,15 +30,6 @@ def sensor(installation_id, **kwargs) -> ApplyChangesSensor:
         log_interval_seconds=0,
         **kwargs,
     )
-
-
-def run_trigger(trigger: InstallationTrigger) -> dict:
-    async def first_event():
-        async for event in trigger.run():
-            return event.payload
-        raise AssertionError("the trigger ended without an event")
-
-    return asyncio.run(first_event())
 
 
 class TestPokeMode:
