@@ -12,6 +12,7 @@ then SIGKILLs that PID's own process group: nothing is ever stopped by name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -182,6 +183,7 @@ def _exited(proc: psutil.Process) -> bool:
 
 
 def alive(pid: int) -> bool:
+    """Running: neither gone nor a zombie."""
     try:
         return not _exited(psutil.Process(pid))
     except psutil.NoSuchProcess:
@@ -224,15 +226,13 @@ def stop_group(pid: int, timeout: float = 30.0) -> bool:
     and helpers. Returns whether ``pid`` was still running.
     """
     try:
-        leader = psutil.Process(pid)
-        was_running = not _exited(leader)
+        leader: psutil.Process | None = psutil.Process(pid)
     except psutil.NoSuchProcess:
-        leader, was_running = None, False
+        leader = None
+    was_running = leader is not None and not _exited(leader)
     if leader is not None and was_running:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             leader.terminate()
-        except psutil.NoSuchProcess:
-            pass
         wait_exited([leader], timeout)
     members = group_members(pid)
     try:  # killpg, not one kill per member: a member forking meanwhile cannot leave a child behind
