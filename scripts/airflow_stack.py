@@ -1,7 +1,8 @@
 """Start, watch and stop a set of Airflow processes on 127.0.0.1, each by its recorded PID.
 
 Shared by ``local_airflow.py`` (SQLite + LocalExecutor) and ``celery_cluster.py`` (PostgreSQL + Redis +
-CeleryExecutor). Stdlib only, so it runs before and outside the venv's Airflow imports.
+CeleryExecutor). Stdlib and psutil only (both in the venv without importing Airflow), so it runs
+before and outside the venv's Airflow imports.
 
 Every component is started with ``setsid`` semantics (its own session and process group, so its
 children can be stopped with it), its PID is written to ``<home>/pids/<name>.pid`` and its output
@@ -11,6 +12,7 @@ then SIGKILLs that PID's own process group: nothing is ever stopped by name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -23,6 +25,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import psutil  # in the venv (Airflow depends on it; pyproject's dev extra declares it)
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "opsman_ca_rotation"
@@ -169,19 +173,74 @@ def start_components(home: Path, port: int, env: dict[str, str]) -> None:
     start(home, "triggerer", [airflow, "triggerer", "--skip-serve-logs"], env)
 
 
-def alive(pid: int) -> bool:
+def _exited(proc: psutil.Process) -> bool:
+    # A zombie has exited and only waits for its parent to reap it, and that parent need not be us
+    # (a test that started a component in-process and had ``down`` stop it).
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return True
-    # A zombie child of ours counts as gone.
+
+
+def alive(pid: int) -> bool:
+    """Running: neither gone nor a zombie."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except OSError:
+        return not _exited(psutil.Process(pid))
+    except psutil.NoSuchProcess:
         return False
+    except psutil.AccessDenied:
+        return True
+
+
+def wait_exited(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Waits until every process has exited (reaping those that are our children); returns the rest.
+
+    ``psutil.wait_procs`` alone waits out its whole timeout for a zombie whose parent is another
+    process, so it runs in short rounds and zombies count as exited between them.
+    """
+    deadline = time.monotonic() + timeout
+    running = list(procs)
+    while True:  # at least one round, even with timeout 0: it reaps our children that have exited
+        _, running = psutil.wait_procs(running, timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+        running = [p for p in running if not _exited(p)]
+        if not running or time.monotonic() >= deadline:
+            return running
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """The processes of process group ``pgid`` (psutil has no process-group lookup of its own)."""
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return members
+
+
+def stop_group(pid: int, timeout: float = 30.0) -> bool:
+    """SIGTERM ``pid``, wait for it, then SIGKILL what is left of its own process group.
+
+    ``pid`` is a session leader started by :func:`start`, so its group is the component's workers
+    and helpers. Returns whether ``pid`` was still running.
+    """
+    try:
+        leader: psutil.Process | None = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        leader = None
+    was_running = leader is not None and not _exited(leader)
+    if leader is not None and was_running:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            leader.terminate()
+        wait_exited([leader], timeout)
+    members = group_members(pid)
+    try:  # killpg, not one kill per member: a member forking meanwhile cannot leave a child behind
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    wait_exited(members, timeout)  # the leader too, if it outlived the SIGTERM
+    return was_running
 
 
 def recorded(home: Path) -> dict[str, int]:
@@ -200,20 +259,8 @@ def stop(home: Path, names: list[str] | None = None, timeout: float = 30.0) -> l
     order = [n for n in (names or []) if n in pids] + [n for n in pids if n not in (names or [])]
     stopped = []
     for name in order:
-        pid = pids[name]
-        if alive(pid):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + timeout
-            while alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
+        if stop_group(pids[name], timeout):
             stopped.append(name)
-        try:  # the component's own group (it was started as a session leader): workers, log servers
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         (home / "pids" / f"{name}.pid").unlink(missing_ok=True)
     return stopped
 
