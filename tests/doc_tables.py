@@ -1,7 +1,8 @@
-"""README tables written from what the test suites observed, never by the tests themselves.
+"""Documentation tables written from what the test suites observed, never by the tests themselves.
 
 A suite calls :func:`observe` for each row it measured. The observation goes to ``.run/observed/``
-(ignored by git) and the row is compared with README.md's table: a difference fails the test and names
+(ignored by git) and the row is compared with the table in README.md or the ``docs/`` page that holds
+its ``<!-- table:start -->`` marker: a difference fails the test and names
 the command that rewrites the table, ``./dev docs`` (which runs the observing suites with
 ``OPSMAN_DOCS_REFRESH=1``, so they record without comparing, then runs this file to render them).
 
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 OBSERVED = REPO / ".run" / "observed"
 COMMAND = "./dev docs"
 
@@ -63,22 +64,34 @@ def _slug(key: str) -> str:
 
 
 def observe(table: str, order: int, cells: list[str]) -> None:
-    """Record one observed row (``order`` is its key and its place) and check README.md shows exactly it."""
+    """Record one observed row (``order`` is its key and its place) and check its document shows exactly it."""
     assert len(cells) == len(TABLES[table]), cells
     folder = OBSERVED / table
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{order:03d}-{_slug(cells[0])}.json").write_text(json.dumps({"order": order, "cells": cells}))
     if os.environ.get("OPSMAN_DOCS_REFRESH"):
         return
-    shown = _table_rows(README.read_text(), table)
+    document = document_of(table)
+    shown = _table_rows(document.read_text(), table)
+    name = document.relative_to(REPO)
     assert _row(cells) in shown, (
-        f"README.md's {table} table does not show what this test observed:\n  {_row(cells)}\n"
-        f"Run `{COMMAND}` to rewrite the table from the suites' observations, then commit README.md."
+        f"{name}'s {table} table does not show what this test observed:\n  {_row(cells)}\n"
+        f"Run `{COMMAND}` to rewrite the table from the suites' observations, then commit {name}."
     )
 
 
 def _markers(table: str) -> tuple[str, str]:
     return f"<!-- {table}:start -->", f"<!-- {table}:end -->"
+
+
+def document_of(table: str) -> Path:
+    """The README or docs/ page holding ``table``'s markers."""
+    start, end = _markers(table)
+    for path in DOCUMENTS:
+        text = path.read_text()
+        if start in text and end in text:
+            return path
+    raise SystemExit(f"no document has a {start} ... {end} block for the {table} table")
 
 
 def _table_rows(text: str, table: str) -> list[str]:
@@ -89,10 +102,8 @@ def _table_rows(text: str, table: str) -> list[str]:
 
 
 def render(text: str, table: str) -> str:
-    """README text with ``table`` rewritten from the observations (rows in their suites' order)."""
+    """A document's text with ``table`` rewritten from the observations (rows in their suites' order)."""
     start, end = _markers(table)
-    if start not in text or end not in text:
-        raise SystemExit(f"README.md has no {start} ... {end} block for the {table} table")
     rows = sorted(
         (json.loads(p.read_text()) for p in (OBSERVED / table).glob("*.json")), key=lambda r: r["order"]
     )
@@ -103,10 +114,9 @@ def render(text: str, table: str) -> str:
 
 
 if __name__ == "__main__":  # ./dev docs, after the observing suites ran
-    text = README.read_text()
     for name in TABLES:
         if not (OBSERVED / name).is_dir():
             sys.exit(f"nothing observed for the {name} table: run the suites first ({COMMAND} does)")
-        text = render(text, name)
-    README.write_text(text)
-    print(f"README.md tables rewritten: {', '.join(TABLES)}")
+        document = document_of(name)
+        document.write_text(render(document.read_text(), name))
+        print(f"{document.relative_to(REPO)}: the {name} table rewritten")
