@@ -12,9 +12,6 @@ from dataclasses import dataclass, field
 
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from opsman.exceptions import OpsManagerConfigError
 from opsman.models import certificate_fingerprint, isoformat
@@ -49,6 +46,12 @@ def load_custom_ca(conn_id: str, *, now: dt.datetime, window_days: int) -> Custo
 def validate_custom_ca(
     cert_pem: str, key_pem: str, *, now: dt.datetime, window_days: int, where: str = "the custom CA"
 ) -> CustomCertificateAuthority:
+    # Imported when a task uploads a CA: the operators import this module, and parsing the DAG file
+    # does not need cryptography (bench/parse_cost.py).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
     except ValueError:

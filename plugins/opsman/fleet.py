@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -91,6 +92,13 @@ def _none_is_empty(value: Any) -> Any:
     return {} if value is None else value
 
 
+@cache  # a fleet's foundations mostly share a schedule: check each expression once per file
+def _is_cron(value: str) -> bool:
+    from croniter import croniter  # what Airflow's cron timetables use (already imported by Airflow)
+
+    return bool(croniter.is_valid(value))
+
+
 def _schedule(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
         return None
@@ -99,9 +107,7 @@ def _schedule(value: Any) -> str | None:
     value = value.strip()
     if value in PRESETS:
         return value
-    from croniter import croniter  # what Airflow's cron timetables use (already imported by Airflow)
-
-    if value.startswith("@") or not croniter.is_valid(value):
+    if value.startswith("@") or not _is_cron(value):
         raise _fail(
             f"{value!r} is not a cron expression or one of {', '.join(sorted(PRESETS))} (or null for manual only)"
         )

@@ -11,12 +11,12 @@ import datetime as dt
 import enum
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from typing import TYPE_CHECKING, Any
 
 from opsman.exceptions import OpsManagerResponseError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 
 def _require(body: Any, key: str, call: str, kind: type | tuple[type, ...]) -> Any:
@@ -65,6 +65,9 @@ def parse_api_time(value: str | None) -> dt.datetime | None:
 
 def certificate_fingerprint(cert_pem: str) -> str | None:
     """SHA-256 of a certificate's DER: a CA's identity, whatever dates Ops Manager records for it."""
+    from cryptography import x509  # when a task reads certificates: parsing the DAG file does not need it
+    from cryptography.hazmat.primitives import serialization
+
     try:
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
     except ValueError:
@@ -126,6 +129,8 @@ class CertificateAuthority:
         )
 
     def _certificate(self) -> x509.Certificate | None:
+        from cryptography import x509  # as in certificate_fingerprint
+
         try:
             return x509.load_pem_x509_certificate(self.cert_pem.encode())
         except ValueError:
@@ -158,6 +163,8 @@ class CertificateAuthority:
         cert = self._certificate()
         if cert is None:
             return None
+        from cryptography import x509
+
         try:
             return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
         except x509.ExtensionNotFound:

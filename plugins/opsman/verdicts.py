@@ -13,8 +13,6 @@ import datetime as dt
 import enum
 from collections.abc import Sequence
 
-from cryptography import x509
-
 from opsman.exceptions import RotationStateError
 from opsman.models import (
     CertificateAuthority,
@@ -157,6 +155,8 @@ SIGNED_BY_NEW_CA, SIGNED_BY_OLD_CA, UNKNOWN_ISSUER = "new CA", "OLD CA", "unknow
 
 def key_identifier(pem: str, extension: type) -> str | None:
     """A certificate's subject or authority key identifier (hex); None when it has none or is no certificate."""
+    from cryptography import x509  # when the verification runs: parsing the DAG file does not need it
+
     try:
         cert = x509.load_pem_x509_certificate(pem.encode())
         value = cert.extensions.get_extension_for_class(extension).value
@@ -167,6 +167,8 @@ def key_identifier(pem: str, extension: type) -> str | None:
 
 def signer_by_key_identifier(pem: str, new_ca_key_id: str | None, old_ca_key_id: str | None) -> str:
     """Which CA signed a leaf, by its authority key identifier against the CAs' subject key identifiers."""
+    from cryptography import x509
+
     aki = key_identifier(pem, x509.AuthorityKeyIdentifier)
     if aki is not None and aki == new_ca_key_id:
         return SIGNED_BY_NEW_CA
