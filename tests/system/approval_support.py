@@ -38,6 +38,16 @@ class Simulator:
         return max((e["seq"] for e in self.get("journal")["entries"]), default=-1)
 
 
+def start_rotation(airflow, conf: dict[str, Any], prefix: str) -> tuple[Simulator, str, int, str]:
+    """A run triggered with ``conf`` (polling every second) on a simulator reset to one old CA: the
+    simulator, the old CA's GUID, the journal's last entry before the run, and the run id."""
+    sim = Simulator(airflow.info)
+    airflow.reset_simulator()
+    (old_guid,) = sim.cas()
+    start = sim.last_seq()
+    return sim, old_guid, start, airflow.trigger({"poll_interval_seconds": 1, **conf}, prefix=prefix)
+
+
 def wait_for_task(airflow, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 180) -> str:
     """Until the task is in one of ``states``; fails early when the run ends first."""
     deadline = time.monotonic() + timeout

@@ -11,18 +11,14 @@ approved. A third shows that no answer within the timeout is a rejection.
 from __future__ import annotations
 
 import pytest
-from approval_support import ACTIVATE, DELETE, Simulator, answer, hitl_path, wait_for_approval_request
+from approval_support import ACTIVATE, DELETE, answer, hitl_path, start_rotation, wait_for_approval_request
 
 pytestmark = pytest.mark.system
 
 
 def test_approve_one_step_reject_another_then_resume(local_airflow):
-    sim = Simulator(local_airflow.info)
-    local_airflow.reset_simulator()
-    (old_guid,) = sim.cas()
-    start = sim.last_seq()
-    run_id = local_airflow.trigger(
-        {"poll_interval_seconds": 1, "approve_before": ["activate_ca", "delete_ca"]}, prefix="approve"
+    sim, old_guid, start, run_id = start_rotation(
+        local_airflow, {"approve_before": ["activate_ca", "delete_ca"]}, prefix="approve"
     )
 
     # 1. Waiting before activate_ca: the new CA exists, inactive; nothing was activated.
@@ -91,13 +87,10 @@ def test_approve_one_step_reject_another_then_resume(local_airflow):
 
 
 def test_no_answer_before_the_timeout_is_a_rejection(local_airflow):
-    sim = Simulator(local_airflow.info)
-    local_airflow.reset_simulator()
-    (old_guid,) = sim.cas()
-    start = sim.last_seq()
-    run_id = local_airflow.trigger(
+    sim, old_guid, start, run_id = start_rotation(
         # 0.05 minutes: 3 s to answer, and nobody does
-        {"poll_interval_seconds": 1, "approve_before": ["generate_ca"], "approval_timeout_minutes": 0.05},
+        local_airflow,
+        {"approve_before": ["generate_ca"], "approval_timeout_minutes": 0.05},
         prefix="timeout",
     )
     assert local_airflow.wait_for_run(run_id) == "success"

@@ -181,14 +181,11 @@ def test_rotation_from_the_ui(local_airflow, page):
 
 def test_approve_a_step_in_the_ui(local_airflow, page):
     """Change control: the approval page of a step (what will happen, the CAs, the plan), approved by clicking."""
-    from approval_support import ACTIVATE, Simulator, wait_for_approval_request
+    from approval_support import ACTIVATE, start_rotation, wait_for_approval_request
 
     url = local_airflow.url
-    sim = Simulator(local_airflow.info)
-    local_airflow.reset_simulator()
-    (old_guid,) = sim.cas()
-    run_id = local_airflow.trigger(
-        {"poll_interval_seconds": 1, "approve_before": ["activate_ca"]}, prefix="ui_approve"
+    sim, old_guid, _, run_id = start_rotation(
+        local_airflow, {"approve_before": ["activate_ca"]}, "ui_approve"
     )
     page.goto(f"{url}/")
     page.fill("input[name=username]", local_airflow.username)
