@@ -19,6 +19,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, BaseOperator, Param, TaskGroup, XComArg, chain
 
 from opsman.compat import DOUBLING_BACKOFF
+from opsman.constants import APPROVABLE_STEPS
 from opsman.expiry import ExpiryReportOperator, RotationDueOperator
 from opsman.fleet import DEFAULT_SETTINGS, FLEET_FORM, Fleet, Foundation, load_fleet
 from opsman.operators import (
@@ -30,6 +31,7 @@ from opsman.operators import (
     CheckOpsManagerOperator,
     DeleteCertificateAuthorityOperator,
     GenerateCertificateAuthorityOperator,
+    OpsManagerBaseOperator,
     PendingChangesCheckOperator,
     PlanRotationOperator,
     RegenerateCertificatesOperator,
@@ -41,6 +43,8 @@ from opsman.reports import FleetReportOperator, RotationSummaryOperator
 from opsman.sensors import ApplyChangesSensor
 from opsman.values import (
     ApplyChangesMode,
+    ApprovalTimeoutMinutes,
+    ApproveBefore,
     ConnId,
     DeployProducts,
     Errands,
@@ -65,6 +69,9 @@ One run performs the whole documented rotation, each step a task with its own re
 | `regenerate_certificates` | regenerates the non-configurable leaf certificates under the new CA, Apply Changes |
 | `delete_old_ca` | deletes the old CA, Apply Changes (removes it from the trust stores) |
 | `verify` | one CA left, the new one, active; every rotated leaf chains to it, none to the old CA |
+
+A step named in `approve_before` waits for a person's approval first (`<group>.approve_<step>`, under
+**Required Actions**); Reject, or no answer within `approval_timeout_minutes`, ends the rotation there.
 
 Re-triggering after any failure finishes the rotation from Ops Manager's state: finished steps end
 **skipped** with the reason in their log. `dry_run` only reads and logs the plan. No task generates
@@ -108,6 +115,10 @@ class Rotation:
     old_ca_guid: XComArg | None = None
     #: The installation each Apply Changes ended with, by section: for the summary.
     installations: dict[str, XComArg] = field(default_factory=dict)
+    #: The fleet foundation's name (None in ``opsman_ca_rotation``), for the approval pages.
+    foundation: str | None = None
+    #: The approval tasks, in procedure order: for the summary.
+    approvals: list[BaseOperator] = field(default_factory=list)
 
     @property
     def conn(self) -> Any:
@@ -120,7 +131,7 @@ def build_rotation_dag(foundation: Foundation | None = None, fleet_path: Any = N
     due, every task in the foundation's one-slot pool, an Asset event and notifications.
     """
     with rotation_dag(foundation, fleet_path) as dag:
-        r = Rotation(settings(foundation), sensor_mode(foundation))
+        r = Rotation(settings(foundation), sensor_mode(foundation), foundation=foundation and foundation.name)
         # The documented procedure, one section after the other; a foundation's DAG first checks
         # whether a rotation is due. Each section is a task group built by the function of its name.
         chain(
@@ -314,6 +325,24 @@ def full_form() -> dict[str, Param]:
             section="Apply Changes",
             description="Bypass ignorable verifier warnings on each Apply Changes.",
         ),
+        "approve_before": Param(
+            d["approve_before"],
+            # null: what the form's multi-select sends with nothing selected; examples make it a multi-select.
+            **{**param_schema(ApproveBefore), "type": ["null", "array"], "examples": list(APPROVABLE_STEPS)},
+            title="Approve before",
+            section="Change control",
+            description=(
+                "Steps a person approves in Airflow (Required Actions) before they run; Reject stops the "
+                "rotation there. Empty: no approvals."
+            ),
+        ),
+        "approval_timeout_minutes": Param(
+            d["approval_timeout_minutes"],
+            **param_schema(ApprovalTimeoutMinutes),
+            title="Approval timeout (minutes)",
+            section="Change control",
+            description="No answer within this time counts as Reject (never as approval). 0: wait forever.",
+        ),
     }
     return params
 
@@ -473,6 +502,7 @@ def create_new_ca(r: Rotation) -> TaskGroup:
             custom_ca_conn_id=r.settings["custom_ca_conn_id"],
             expires_within=r.settings["expires_within"],
         )
+        chain(*approved(r, generate))
         r.new_ca_guid = generate.output
     return group
 
@@ -488,7 +518,11 @@ def activate_new_ca(r: Rotation) -> TaskGroup:
             task_id="activate_ca", opsman_conn_id=r.conn, plan=r.plan, new_ca_guid=r.new_ca_guid
         )
         # The Apply Changes carries the generated CA: it starts from the generate step's watermark.
-        chain(verify_new_ca, *apply_changes(r, APPLY_NEW_CA, after=r.new_ca_guid.operator), activate)
+        chain(
+            verify_new_ca,
+            *apply_changes(r, APPLY_NEW_CA, after=r.new_ca_guid.operator),
+            *approved(r, activate),
+        )
     return group
 
 
@@ -524,12 +558,12 @@ def delete_old_ca(r: Rotation) -> TaskGroup:
 
 
 def change_then_apply_changes(
-    r: Rotation, group_id: str, step: str, change: Callable[[], BaseOperator]
+    r: Rotation, group_id: str, step: str, change: Callable[[], OpsManagerBaseOperator]
 ) -> TaskGroup:
     """A section that makes one change (built by ``change``), then applies it."""
     with TaskGroup(group_id) as group:
         made = change()
-        chain(made, *apply_changes(r, step, after=made))
+        chain(*approved(r, made), *apply_changes(r, step, after=made))
     return group
 
 
@@ -548,14 +582,18 @@ def verify(r: Rotation) -> TaskGroup:
 
 
 def summary(r: Rotation, foundation: Foundation | None) -> RotationSummaryOperator:
-    """What the rotation did. A foundation's DAG announces the new root CA as an Asset event (old and new
-    GUID, new expiry; schedule follow-up DAGs on :func:`root_ca_asset`) and notifies success here."""
+    """What the rotation did, and who approved what. A foundation's DAG announces the new root CA as an
+    Asset event (old and new GUID, new expiry; schedule follow-up DAGs on :func:`root_ca_asset`) and
+    notifies success here; a rejected approval ends the run here instead, with neither."""
     return RotationSummaryOperator(
         task_id="summary",
         opsman_conn_id=r.conn,
-        old_ca_guid=r.old_ca_guid,
+        # A template, not the keyed XComArg: a step rejected before the verification skips it, and
+        # the summary must still say where the rotation stopped (xcom_value).
+        old_ca_guid=xcom_value(r.old_ca_guid.operator, key=r.old_ca_guid.key),
         new_ca_guid=r.new_ca_guid,
         installations=r.installations,
+        approvals=[approval.output for approval in r.approvals],
         dry_run="{{ params.dry_run }}",
         foundation=foundation.name if foundation else None,
         asset=root_ca_asset(foundation) if foundation else None,
@@ -563,11 +601,10 @@ def summary(r: Rotation, foundation: Foundation | None) -> RotationSummaryOperat
     )
 
 
-def apply_changes(
-    r: Rotation, step: str, after: BaseOperator
-) -> tuple[ApplyChangesOperator, ApplyChangesSensor]:
+def apply_changes(r: Rotation, step: str, after: BaseOperator) -> tuple[BaseOperator, ...]:
     """Apply Changes carrying the change made by ``after`` (from its installation watermark), and the
-    wait for it to succeed, for the section to chain after its change."""
+    wait for it to succeed, for the section to chain after its change (with its approval first, see
+    :func:`approved`)."""
     s = r.settings
     start = ApplyChangesOperator(
         task_id="apply_changes",
@@ -593,7 +630,34 @@ def apply_changes(
         **r.wait_mode,
     )
     r.installations[start.task_group.group_id] = wait.output
-    return start, wait
+    return (*approved(r, start), wait)
+
+
+def approved(r: Rotation, step_task: OpsManagerBaseOperator) -> list[BaseOperator]:
+    """``step_task`` with the approval of its step before it (:mod:`opsman.approvals`), for the section
+    to chain, where the settings may name the step: in ``opsman_ca_rotation`` always (its Param is known
+    only per run; an approval of a step not named asks nothing and succeeds), in a foundation's DAG only
+    for the steps its fleet file names (no task, and no import of the approvals, for the others)."""
+    steps = r.settings["approve_before"]
+    if not is_template(steps) and step_task.step not in steps:
+        return [step_task]
+    from opsman.approvals import StepApprovalOperator  # parse cost: only DAGs that can ask import it
+
+    approval = StepApprovalOperator(
+        task_id=f"approve_{step_task.step}",
+        step=step_task.step,
+        approve_before=steps,
+        plan=r.plan,
+        preflight=r.check.output,
+        # None before the new CA's generate step: the approval reads it from the plan, if any.
+        new_ca_guid=r.new_ca_guid,
+        opsman_conn_id=r.conn,
+        foundation=r.foundation,
+        custom_ca_conn_id=r.settings["custom_ca_conn_id"],
+        timeout_minutes=r.settings["approval_timeout_minutes"],
+    )
+    r.approvals.append(approval)
+    return [approval, step_task]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,6 +10,36 @@ from __future__ import annotations
 import re
 
 DEFAULT_CONN_ID = "opsman_default"
+
+# The steps of the documented procedure, in order (opsman.planning decides which are left). Apply Changes
+# steps are named after the change they carry.
+INITIAL_APPLY = "initial_apply_changes"
+GENERATE = "generate_ca"
+VERIFY = "verify_new_ca_inactive"
+APPLY_NEW_CA = "apply_new_ca"
+ACTIVATE = "activate_ca"
+REGENERATE = "regenerate_certificates"
+APPLY_LEAVES = "apply_regenerated_certificates"
+DELETE = "delete_ca"
+APPLY_DELETE = "apply_old_ca_deletion"
+STEPS = (
+    INITIAL_APPLY,
+    GENERATE,
+    VERIFY,
+    APPLY_NEW_CA,
+    ACTIVATE,
+    REGENERATE,
+    APPLY_LEAVES,
+    DELETE,
+    APPLY_DELETE,
+)
+
+#: The steps a person can be asked to approve before they run (opsman.approvals): every write step and
+#: every Apply Changes; not the verification of the new CA, which only reads.
+APPROVABLE_STEPS = tuple(step for step in STEPS if step != VERIFY)
+#: Minutes a person has to answer an approval before no answer counts as a Reject.
+DEFAULT_APPROVAL_TIMEOUT_MINUTES = 24 * 60
+
 #: Rotate when the active CA, or a leaf certificate the rotation re-issues, expires within this.
 #: om's `expiring-certificates` default; see README "A fleet of foundations" for why.
 DEFAULT_WINDOW = "3m"

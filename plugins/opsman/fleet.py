@@ -31,6 +31,8 @@ Format (see ``include/foundations.example.yaml``)::
         notifiers:
           on_failure: [{class: my_pkg.notifiers.Pager, kwargs: {...}}]
           on_success: [...]
+        approve_before: [activate_ca, delete_ca]  # a person approves these steps in Airflow first
+        approval_timeout_minutes: 1440             # no answer by then is a Reject; 0: no limit
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from opsman.constants import DEFAULT_WINDOW
+from opsman.constants import APPROVABLE_STEPS, DEFAULT_APPROVAL_TIMEOUT_MINUTES, DEFAULT_WINDOW
 from opsman.values import (
     ApplyChangesMode,
+    ApprovalTimeoutMinutes,
+    ApproveBefore,
     ConnId,
     DeployProducts,
     Errands,
@@ -120,6 +124,16 @@ def _within_a_year(window: str) -> str:
             f"{window} is more than a year: Ops Manager issues leaf certificates for 2 years, so every run would rotate"
         )
     return window
+
+
+def _approvals_available(steps: list[str]) -> list[str]:
+    """Approvals are refused, not ignored, where Airflow lacks human-in-the-loop tasks."""
+    if steps:
+        from opsman.approvals import HITL_MISSING  # only fleets that ask for approvals import it
+
+        if HITL_MISSING:
+            raise _fail(HITL_MISSING)
+    return steps
 
 
 Schedule = Annotated[str | None, BeforeValidator(_schedule)]
@@ -211,6 +225,10 @@ class Foundation(_Schema):
         default_factory=ApplyChanges, alias="apply_changes"
     )
     notifiers: Annotated[Notifiers, BeforeValidator(_none_is_empty)] = Field(default_factory=Notifiers)
+    approve_before: Annotated[ApproveBefore, AfterValidator(_approvals_available)] = Field(
+        default_factory=list
+    )
+    approval_timeout_minutes: ApprovalTimeoutMinutes = DEFAULT_APPROVAL_TIMEOUT_MINUTES
 
     @property
     def dag_id(self) -> str:
@@ -270,6 +288,8 @@ FOUNDATION_SETTINGS = (
     "poll_interval_seconds",
     "if_installation_running",
     "custom_ca_conn_id",
+    "approve_before",
+    "approval_timeout_minutes",
 )
 #: Every setting of a rotation by operator argument, and its default: the fleet file's values override
 #: these, and the single opsman_ca_rotation DAG's trigger form starts from them.
@@ -299,6 +319,8 @@ RULES = {
     "notifier": "must be {class: dotted.path.ToNotifier, kwargs: {...}}",
     "kwargs": "must be a mapping",
     "flag": "must be true or false",
+    "approve_before": f"must be a list of steps among {', '.join(APPROVABLE_STEPS)}, each named once",
+    "approval_timeout_minutes": "must be a number of minutes, 0 or more (0: no limit)",
 }
 #: The fleet file's true/false keys: their errors say "must be true or false".
 FLAGS = {
@@ -332,7 +354,9 @@ def _describe(error: Any, model: type[BaseModel]) -> tuple[str, str]:
     # The innermost part of the location that has a rule: errands.cf is the errands' rule.
     for depth in range(len(loc), 0, -1):
         key = loc[depth - 1]
-        rule = RULES.get("notifier" if isinstance(key, int) else "flag" if key in FLAGS else key)
+        if isinstance(key, int):  # an item of a list: a notifier has its own rule, others their list's
+            key = "notifier" if depth > 1 and loc[depth - 2] in NOTIFIER_EVENTS else None
+        rule = RULES.get("flag" if key in FLAGS else key)
         if rule:
             break
     else:

@@ -27,30 +27,22 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# The step names live in opsman.constants (the fleet schema's types use them too); the rest of the
+# package reads them from here, the plan's module.
+from opsman.constants import (
+    ACTIVATE,
+    APPLY_DELETE,
+    APPLY_LEAVES,  # noqa: F401 - re-exported
+    APPLY_NEW_CA,
+    DELETE,
+    GENERATE,
+    INITIAL_APPLY,
+    REGENERATE,  # noqa: F401 - re-exported
+    STEPS,
+    VERIFY,
+)
 from opsman.exceptions import RotationStateError
 from opsman.models import CertificateAuthority, Installation, InstallationStatus, isoformat, parse_api_time
-
-# The steps of the documented procedure, in order. Apply Changes steps are named after the change they carry.
-INITIAL_APPLY = "initial_apply_changes"
-GENERATE = "generate_ca"
-VERIFY = "verify_new_ca_inactive"
-APPLY_NEW_CA = "apply_new_ca"
-ACTIVATE = "activate_ca"
-REGENERATE = "regenerate_certificates"
-APPLY_LEAVES = "apply_regenerated_certificates"
-DELETE = "delete_ca"
-APPLY_DELETE = "apply_old_ca_deletion"
-STEPS = (
-    INITIAL_APPLY,
-    GENERATE,
-    VERIFY,
-    APPLY_NEW_CA,
-    ACTIVATE,
-    REGENERATE,
-    APPLY_LEAVES,
-    DELETE,
-    APPLY_DELETE,
-)
 
 NOT_STARTED, GENERATED, ACTIVATED, OLD_CA_DELETED = "not_started", "generated", "activated", "old_ca_deleted"
 

@@ -1,7 +1,8 @@
 """What a run reports at its end: the rotation's summary, and the fleet's expiry table.
 
-- :class:`RotationSummaryOperator` is the last task of a rotation DAG: the two CAs and each Apply
-  Changes the run waited for; on a foundation of the fleet file, the root-CA Asset event.
+- :class:`RotationSummaryOperator` is the last task of a rotation DAG: the two CAs, each Apply Changes
+  the run waited for and who approved which step; on a foundation of the fleet file, the root-CA
+  Asset event.
 - :class:`FleetReportOperator` is the last task of the expiry report DAG: one table for the fleet.
 """
 
@@ -19,13 +20,18 @@ from opsman.values import as_flag, format_table
 
 
 class RotationSummaryOperator(OpsManagerBaseOperator):
-    """What the rotation did: the old and the new CA, and each Apply Changes it waited for with its
-    duration; a table in the log, JSON as XCom. Reads only.
+    """What the rotation did: the old and the new CA, each Apply Changes it waited for with its
+    duration, and the answers to its approvals; a table in the log, JSON as XCom. Reads only.
+
+    A rejected approval (:mod:`opsman.approvals`) stopped the rotation: the summary says where and how
+    to resume, returns ``stopped_before``, and ends skipped (no Asset event, no success notification).
 
     :param old_ca_guid: the CA the rotation moved from (templated; usually an XCom).
     :param new_ca_guid: the CA the rotation moved to (templated; usually an XCom).
     :param installations: the installation each Apply Changes wait ended with, by step (templated;
         usually the waits' XComs). A step whose wait found nothing to do maps to None.
+    :param approvals: the approval tasks' XComs, in procedure order (templated; None where a task
+        asked nothing).
     :param dry_run: a dry run rotates nothing (templated).
     :param foundation: the fleet foundation's name: then a successful run emits an event of ``asset``
         (an outlet of this task) and a dry run is skipped, so no Asset event and no success
@@ -37,6 +43,7 @@ class RotationSummaryOperator(OpsManagerBaseOperator):
         "old_ca_guid",
         "new_ca_guid",
         "installations",
+        "approvals",
         "dry_run",
     )
 
@@ -46,6 +53,7 @@ class RotationSummaryOperator(OpsManagerBaseOperator):
         old_ca_guid: Any,
         new_ca_guid: Any,
         installations: Mapping[str, Any],
+        approvals: Sequence[Any] = (),
         dry_run: Any = False,
         foundation: str | None = None,
         asset: Asset | None = None,
@@ -55,6 +63,7 @@ class RotationSummaryOperator(OpsManagerBaseOperator):
         self.old_ca_guid = old_ca_guid
         self.new_ca_guid = new_ca_guid
         self.installations = installations
+        self.approvals = approvals
         self.dry_run = dry_run
         self.foundation = foundation
         self.asset = asset
@@ -80,6 +89,12 @@ class RotationSummaryOperator(OpsManagerBaseOperator):
                 else "not needed"
             )
             lines.append(f"  {step:<24} {done}")
+        stopped = self.add_approvals(report, lines) if self.approvals else ""
+        if stopped:
+            self.log.info("%s", "\n".join(lines))
+            # A skip pushes no return value: the report goes to XCom first.
+            context["ti"].xcom_push(key="return_value", value=report)
+            raise AirflowSkipException(stopped)
         if self.asset is not None:
             new_ca = next(
                 (ca for ca in self.hook.list_certificate_authorities() if ca.guid == self.new_ca_guid), None
@@ -90,11 +105,31 @@ class RotationSummaryOperator(OpsManagerBaseOperator):
                 "new_ca_guid": self.new_ca_guid,
                 "new_ca_expires_at": isoformat(new_ca.expires_at) if new_ca else None,
             }
+            if report.get("approvals"):
+                event["approvals"] = report["approvals"]
             context["outlet_events"][self.asset].extra = event
             report["asset_event"] = event
             lines.append(f"Asset event {self.asset.name}: {event}")
         self.log.info("%s", "\n".join(lines))
         return report
+
+    def add_approvals(self, report: dict[str, Any], lines: list[str]) -> str:
+        """Who approved which step, into the report and its lines; when a rejection stopped the
+        rotation, where and how to resume (returned, empty otherwise)."""
+        from opsman.approvals import REJECTED, answers, describe, resume_hint  # only DAGs that can ask
+
+        approvals = answers(self.approvals)
+        if not approvals:
+            return ""
+        report["approvals"] = approvals
+        lines += ["Approvals:", *(f"  {describe(a)}" for a in approvals)]
+        stopped = next((a for a in approvals if a["decision"] == REJECTED), None)
+        if stopped is None:
+            return ""
+        report["stopped_before"] = stopped["step"]
+        lines[0] = f"Rotation stopped: root CA {self.old_ca_guid or '-'}, new CA {self.new_ca_guid or 'none'}"
+        lines.append(resume_hint(stopped))
+        return resume_hint(stopped)
 
 
 class FleetReportOperator(BaseOperator):

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, Strict, TypeAdapter
+from pydantic import AfterValidator, Field, Strict, TypeAdapter
 
-from opsman.constants import EXPIRES_WITHIN_PATTERN
+from opsman.constants import APPROVABLE_STEPS, EXPIRES_WITHIN_PATTERN
 from opsman.exceptions import OpsManagerConfigError
 
 #: An expiry window such as ``3m``.
@@ -36,6 +36,22 @@ DeployProducts = (
 )
 #: Errands per product GUID or name: ``{"p-redis": {"run_post_deploy": {"errand": true}}}``.
 Errands = dict[str, dict[str, Any]]
+
+
+def _each_once(steps: list[str]) -> list[str]:
+    if len(set(steps)) != len(steps):
+        raise ValueError("a step is named twice")
+    return steps
+
+
+#: Steps a person approves in Airflow before they run (opsman.approvals), each named once; empty: none.
+ApproveBefore = Annotated[
+    list[Literal[APPROVABLE_STEPS]],  # the step names of opsman.constants, not listed again
+    AfterValidator(_each_once),
+    Field(json_schema_extra={"uniqueItems": True}),
+]
+#: Minutes a person has to answer an approval; no answer by then is a Reject. 0: no limit.
+ApprovalTimeoutMinutes = Annotated[float, Field(ge=0)]
 
 
 @cache  # once per process: the DAG file builds a form per foundation (bench/parse_cost.py)

@@ -306,7 +306,7 @@ class TestFleetDags:
         assert bag.dag_ids == ["opsman_ca_rotation"]
         # It keeps the full trigger form, and its operators take every setting from it.
         dag = bag.dags["opsman_ca_rotation"]
-        assert len(dag.params) == 15 and "only_if_due" not in dag.params
+        assert len(dag.params) == 17 and "only_if_due" not in dag.params
         check = dag.get_task("preflight.check_ops_manager")
         assert (
             check.opsman_conn_id == "{{ params.opsman_conn_id }}"
@@ -533,6 +533,9 @@ def _asset_events(name: str) -> list[dict]:
         ("deploy_products", [], {"apply_changes": {"deploy_products": []}}),
         ("errands", {"cf": "smoke-tests"}, {"apply_changes": {"errands": {"cf": "smoke-tests"}}}),
         ("recreate_vms", "yes", {"apply_changes": {"recreate_vms": "yes"}}),
+        ("approve_before", ["activate"], {"approve_before": ["activate"]}),
+        ("approve_before", ["delete_ca", "delete_ca"], {"approve_before": ["delete_ca", "delete_ca"]}),
+        ("approval_timeout_minutes", -1, {"approval_timeout_minutes": -1}),
     ],
     ids=lambda v: v if isinstance(v, str) and "_" in v else None,
 )

@@ -177,3 +177,37 @@ def test_rotation_from_the_ui(local_airflow, page):
         target = page
     target.wait_for_url(expected)
     target.screenshot(path=str(ARTIFACTS / "07-extra-link-target.png"))
+
+
+def test_approve_a_step_in_the_ui(local_airflow, page):
+    """Change control: the approval page of a step (what will happen, the CAs, the plan), approved by clicking."""
+    from approval_support import ACTIVATE, start_rotation, wait_for_approval_request
+
+    url = local_airflow.url
+    sim, old_guid, _, run_id = start_rotation(
+        local_airflow, {"approve_before": ["activate_ca"]}, "ui_approve"
+    )
+    page.goto(f"{url}/")
+    page.fill("input[name=username]", local_airflow.username)
+    page.fill("input[name=password]", local_airflow.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"^(?!.*/auth/login).*$"))
+
+    wait_for_approval_request(local_airflow, run_id, ACTIVATE)
+    (new_guid,) = set(sim.cas()) - {old_guid}
+    page.goto(f"{url}/dags/{DAG_ID}/runs/{run_id}/tasks/{ACTIVATE}/required_actions")
+    page.get_by_text("Activate the new CA").first.wait_for()
+    page.get_by_text(new_guid).first.wait_for()
+    approve = page.get_by_role("button", name="Approve")
+    approve.scroll_into_view_if_needed()
+    page.set_viewport_size({"width": 1400, "height": 1400})  # the whole page, the answer buttons included
+    shot(page, "08-approval-page")
+    approve.click()
+
+    assert local_airflow.wait_for_run(run_id) == "success"
+    record = local_airflow.xcom(run_id, ACTIVATE)
+    assert record["decision"] == "approved" and record["by"]["name"] == local_airflow.username
+    assert sim.cas() == {new_guid: True}
+    page.goto(f"{url}/dags/{DAG_ID}/runs/{run_id}/tasks/{ACTIVATE}/required_actions")
+    page.get_by_text(re.compile("Approval Received|Response received", re.I)).first.wait_for()
+    shot(page, "09-approval-answered")

@@ -67,6 +67,8 @@ class TestValidFleet:
                     poll_interval_seconds=5,
                     if_installation_running="fail",
                     custom_ca_conn_id="my_ca",
+                    approve_before=["activate_ca", "delete_ca"],
+                    approval_timeout_minutes=90,
                     apply_changes={
                         "deploy_products": ["cf"],
                         "errands": {"cf": {}},
@@ -85,6 +87,8 @@ class TestValidFleet:
             "poll_interval_seconds": 5,
             "if_installation_running": "fail",
             "custom_ca_conn_id": "my_ca",
+            "approve_before": ["activate_ca", "delete_ca"],
+            "approval_timeout_minutes": 90,
             "deploy_products": ["cf"],
             "errands": {"cf": {}},
             "recreate_vms": True,
