@@ -4,7 +4,7 @@ Airflow 3 builds its connection form from this dict alone, without importing the
 connection type ``opsman`` ("VMware Tanzu Ops Manager") with its own extra fields, relabelled
 standard fields and placeholders. The hook, operators and links live in ``plugins/opsman/``
 (``plugins/`` is on ``sys.path`` in every Airflow component), so this package stays tiny and
-imports nothing from Airflow.
+imports nothing from Airflow (only the defaults table of ``opsman.constants``, which imports nothing).
 
 The field names are the extras ``opsman.hooks.OpsManagerConnectionSettings`` reads; the UI stores
 each one in the connection's Extra under that bare name.
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from importlib import metadata
 from typing import Any
+
+from opsman.constants import CONNECTION_NUMBERS
 
 DISTRIBUTION = "opsman-ca-rotation"
 CONN_TYPE = "opsman"
@@ -28,6 +30,12 @@ def _version() -> str:
 
 def _field(label: str, description: str, type_: str, **schema: Any) -> dict[str, Any]:
     return {"label": label, "description": description, "schema": {"type": [type_, "null"], **schema}}
+
+
+def _number(name: str, label: str, description: str, type_: str = "number") -> dict[str, Any]:
+    """A numeric extra with the default and minimum the hook applies."""
+    default, minimum = CONNECTION_NUMBERS[name]
+    return _field(label, description, type_, default=default, minimum=minimum)
 
 
 CONN_FIELDS: dict[str, dict[str, Any]] = {
@@ -59,26 +67,21 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "boolean",
         default=False,
     ),
-    "connect_timeout": _field(
-        "Connect timeout (s)", "Seconds to wait for a TCP/TLS connection.", "number", default=10, minimum=0.1
+    "connect_timeout": _number(
+        "connect_timeout", "Connect timeout (s)", "Seconds to wait for a TCP/TLS connection."
     ),
-    "request_timeout": _field(
-        "Request timeout (s)", "Seconds to wait for an answer.", "number", default=120, minimum=0.1
-    ),
-    "read_retries": _field(
+    "request_timeout": _number("request_timeout", "Request timeout (s)", "Seconds to wait for an answer."),
+    "read_retries": _number(
+        "read_retries",
         "Read attempts",
         "Attempts for reads that fail transiently (502/503/504, "
         "connection errors). Writes are never re-sent blindly.",
         "integer",
-        default=5,
-        minimum=1,
     ),
-    "retry_backoff_seconds": _field(
+    "retry_backoff_seconds": _number(
+        "retry_backoff_seconds",
         "Retry backoff (s)",
         "Backoff before the second attempt; doubles, at most 60 s.",
-        "number",
-        default=2,
-        minimum=0,
     ),
     "allow_http": _field(
         "Allow plain http",

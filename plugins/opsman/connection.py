@@ -28,6 +28,7 @@ from urllib.parse import quote, urlparse
 import certifi
 from cryptography import x509
 
+from opsman.constants import CONNECTION_NUMBERS
 from opsman.exceptions import OpsManagerConfigError
 
 CONN_TYPE = "opsman"
@@ -48,7 +49,8 @@ def _as_bool(value: Any, name: str) -> bool:
     raise OpsManagerConfigError(f"connection extra '{name}' must be true or false, got {value!r}")
 
 
-def _as_number(extra: dict[str, Any], name: str, default: float, minimum: float) -> float:
+def _as_number(extra: dict[str, Any], name: str) -> float:
+    default, minimum = CONNECTION_NUMBERS[name]
     value = extra.get(name, default)
     try:
         number = float(value)
@@ -154,10 +156,10 @@ class OpsManagerConnectionSettings:
             client_secret=client_secret,
             ca_cert_pem=_load_ca_cert(str(ca_cert)) if ca_cert else None,
             skip_ssl_validation=_as_bool(extra.get("skip_ssl_validation"), "skip_ssl_validation"),
-            connect_timeout=_as_number(extra, "connect_timeout", 10.0, 0.1),
-            request_timeout=_as_number(extra, "request_timeout", 120.0, 0.1),
-            read_attempts=int(_as_number(extra, "read_retries", 5, 1)),
-            retry_backoff_seconds=_as_number(extra, "retry_backoff_seconds", 2.0, 0),
+            connect_timeout=_as_number(extra, "connect_timeout"),
+            request_timeout=_as_number(extra, "request_timeout"),
+            read_attempts=int(_as_number(extra, "read_retries")),
+            retry_backoff_seconds=_as_number(extra, "retry_backoff_seconds"),
         )
 
     @property

@@ -46,6 +46,15 @@ DEFAULT_WINDOW = "3m"
 #: om's expiry window: a number and d, w, m or y, e.g. 3m.
 EXPIRES_WITHIN_PATTERN = re.compile(r"^[1-9]\d*[dwmy]$")
 
+#: The connection's numeric extras as (default, minimum): the hook reads them (opsman.connection) and the
+#: connection form shows them (opsman_ca_rotation_provider), from this one table.
+CONNECTION_NUMBERS = {
+    "connect_timeout": (10.0, 0.1),
+    "request_timeout": (120.0, 0.1),
+    "read_retries": (5, 1),
+    "retry_backoff_seconds": (2.0, 0),
+}
+
 #: UAA groups of Ops Manager's roles (the Ops Manager docs "Creating and managing Ops Manager user and
 #: client accounts" list these names).
 WRITE_ROLES = ("opsman.admin", "opsman.full_control", "opsman.restricted_control")
