@@ -95,10 +95,10 @@ class OpsManagerConnectionSettings:
     client_secret: str | None = field(default=None, repr=False)
     ca_cert_pem: str | None = field(default=None, repr=False)
     skip_ssl_validation: bool = False
-    connect_timeout: float = 10.0
-    request_timeout: float = 120.0
-    read_attempts: int = 5
-    retry_backoff_seconds: float = 2.0
+    connect_timeout: float = CONNECTION_NUMBERS["connect_timeout"][0]
+    request_timeout: float = CONNECTION_NUMBERS["request_timeout"][0]
+    read_attempts: int = CONNECTION_NUMBERS["read_retries"][0]
+    retry_backoff_seconds: float = CONNECTION_NUMBERS["retry_backoff_seconds"][0]
 
     @classmethod
     def from_connection(cls, conn: Any, log: Logger | None = None) -> OpsManagerConnectionSettings:
