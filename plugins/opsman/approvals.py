@@ -38,10 +38,10 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from pydantic import TypeAdapter, ValidationError
 
-from opsman.compat import AirflowFailException, AirflowSkipException
+from opsman.compat import AirflowFailException, AirflowSkipException, human_in_the_loop_missing
 from opsman.constants import APPROVABLE_STEPS, DEFAULT_APPROVAL_TIMEOUT_MINUTES
 from opsman.exceptions import OpsManagerConfigError
-from opsman.fleet import RULES
+from opsman.fleet_schema import RULES
 from opsman.models import isoformat
 from opsman.planning import (
     ACTIVATE,
@@ -57,19 +57,11 @@ from opsman.planning import (
 )
 from opsman.values import ApprovalTimeoutMinutes, ApproveBefore
 
-try:
-    from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
-except (
-    Exception
-) as err:  # Airflow < 3.1 raises AirflowOptionalProviderFeatureException; old providers ImportError
+HITL_MISSING = human_in_the_loop_missing()
+if HITL_MISSING:
     ApprovalOperator = HITLOperator = None  # type: ignore[assignment,misc]
-    HITL_MISSING = (
-        "approve_before needs Airflow's human-in-the-loop tasks (Airflow >= 3.1 with "
-        f"apache-airflow-providers-standard >= 1.8.0), which this Airflow lacks ({err}). Upgrade Airflow and "
-        "the standard provider, or leave approve_before empty and approve changes outside Airflow."
-    )
 else:
-    HITL_MISSING = ""
+    from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 
 APPROVED, REJECTED = "approved", "rejected"
 SUMMARY_TASK_ID = "summary"

@@ -63,3 +63,20 @@ __all__ = [
     "TaskDeferred",
     "aget_connection",
 ]
+
+
+def human_in_the_loop_missing() -> str:
+    """Why ``approve_before`` cannot work on this Airflow; "" where it has human-in-the-loop tasks.
+
+    Imports the standard provider's HITL module only when asked (parse cost a fleet without approvals
+    does not pay). Airflow < 3.1 raises AirflowOptionalProviderFeatureException, old providers ImportError.
+    """
+    try:
+        from airflow.providers.standard.operators import hitl  # noqa: F401
+    except Exception as err:
+        return (
+            "approve_before needs Airflow's human-in-the-loop tasks (Airflow >= 3.1 with "
+            f"apache-airflow-providers-standard >= 1.8.0), which this Airflow lacks ({err}). Upgrade Airflow "
+            "and the standard provider, or leave approve_before empty and approve changes outside Airflow."
+        )
+    return ""

@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from opsman.compat import human_in_the_loop_missing
 from opsman.constants import APPROVABLE_STEPS, DEFAULT_APPROVAL_TIMEOUT_MINUTES, DEFAULT_WINDOW
 from opsman.values import (
     ApplyChangesMode,
@@ -93,10 +94,9 @@ def _within_a_year(window: str) -> str:
 def _approvals_available(steps: list[str]) -> list[str]:
     """Approvals are refused, not ignored, where Airflow lacks human-in-the-loop tasks."""
     if steps:
-        from opsman.approvals import HITL_MISSING  # only fleets that ask for approvals import it
-
-        if HITL_MISSING:
-            raise _fail(HITL_MISSING)
+        missing = human_in_the_loop_missing()  # only fleets that ask for approvals import the HITL module
+        if missing:
+            raise _fail(missing)
     return steps
 
 

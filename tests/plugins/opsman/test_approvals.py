@@ -12,7 +12,6 @@ import pytest
 import yaml
 from airflow_versions import DagBag
 
-from opsman import approvals
 from opsman.approvals import (
     APPROVABLE_STEPS,
     StepApprovalOperator,
@@ -336,7 +335,8 @@ class TestFleetFile:
     def test_an_airflow_without_human_in_the_loop_tasks_refuses_the_setting(self, tmp_path, monkeypatch):
         # The supported range always has them: only a stand-in for the import's failure can show this.
         monkeypatch.setattr(
-            approvals, "HITL_MISSING", "approve_before needs Airflow's human-in-the-loop tasks"
+            "opsman.fleet_schema.human_in_the_loop_missing",
+            lambda: "approve_before needs Airflow's human-in-the-loop tasks",
         )
         with pytest.raises(FleetFileError, match="field 'approve_before': approve_before needs Airflow's"):
             load_fleet(self.write(tmp_path, approve_before=["delete_ca"]))
