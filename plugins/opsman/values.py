@@ -55,9 +55,19 @@ ApprovalTimeoutMinutes = Annotated[float, Field(ge=0)]
 
 
 @cache  # once per process: the DAG file builds a form per foundation (bench/parse_cost.py)
+def _adapter(rule: Any) -> TypeAdapter:
+    return TypeAdapter(rule)
+
+
+@cache
 def param_schema(rule: Any) -> dict[str, Any]:
     """The JSON schema of a rule above, for a trigger-form Param (shared: do not change it)."""
-    return TypeAdapter(rule).json_schema()
+    return _adapter(rule).json_schema()
+
+
+def conforming(rule: Any, value: Any) -> Any:
+    """``value`` as a rule above reads it, for a task's rendered argument; pydantic's ValidationError if not."""
+    return _adapter(rule).validate_python(value)
 
 
 #: Days per unit of an expiry window (``3m``), counted generously: a month is 31 days, a year 366,

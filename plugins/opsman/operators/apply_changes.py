@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import Context
+from pydantic import ValidationError
 
 from opsman.exceptions import OpsManagerApiError, OpsManagerConfigError
 from opsman.links import OpsManagerInstallationLink
 from opsman.models import ApplyChangesOptions, Installation
 from opsman.operators.base import AFTER_INSTALLATION_KEY, STEP_TEMPLATE_FIELDS, OpsManagerBaseOperator
-from opsman.values import as_flag, optional_int
+from opsman.values import DeployProducts, Errands, as_flag, conforming, optional_int
 from opsman.verdicts import ApplyChangesAction, apply_changes_action
 
 APPLY_MODES = ("api", "manual")
@@ -106,23 +107,21 @@ class ApplyChangesOperator(OpsManagerBaseOperator):
         return known
 
     def options(self) -> ApplyChangesOptions:
-        products = self.deploy_products
-        if isinstance(products, str) and products not in ("all", "none"):
-            products = [p.strip() for p in products.split(",") if p.strip()]
-        if not isinstance(products, str):
-            if (
-                not isinstance(products, (list, tuple))
-                or not products
-                or not all(isinstance(p, str) for p in products)
-            ):
-                raise OpsManagerConfigError(
-                    f"deploy_products must be 'all', 'none' or a non-empty list of product GUIDs or names, got {products!r}"
-                )
-        errands = self.errands or {}
-        if not isinstance(errands, dict) or not all(isinstance(v, dict) for v in errands.values()):
+        # The rules the trigger form and the fleet file check, checked again on the rendered values.
+        try:
+            products = conforming(DeployProducts, self.deploy_products)
+        except ValidationError:
             raise OpsManagerConfigError(
-                f"errands must map a product GUID or name to {{'run_post_deploy': {{errand: true|false|'default'}}}}, got {errands!r}"
-            )
+                "deploy_products must be 'all', 'none' or a non-empty list of product GUIDs or names, "
+                f"got {self.deploy_products!r}"
+            ) from None
+        try:
+            errands = conforming(Errands, self.errands or {})
+        except ValidationError:
+            raise OpsManagerConfigError(
+                "errands must map a product GUID or name to {'run_post_deploy': {errand: true|false|'default'}}, "
+                f"got {self.errands!r}"
+            ) from None
         if not isinstance(products, str) or errands:
             known = self._product_guids()
             unknown = [
