@@ -6,6 +6,7 @@ verifying its TLS certificate with the CA it writes.
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -55,6 +56,24 @@ def sim(simulator: SimulatorProcess, monkeypatch) -> SimulatorProcess:
     return simulator
 
 
+@pytest.fixture(autouse=True)
+def fresh_secrets_masker() -> None:
+    """Each test starts with no masked values, as each Airflow task process does.
+
+    Airflow's masker keeps every value ever masked in its process and recompiles one regular expression
+    of all of them on each new value. A task process masks a handful (its connection, one UAA token), but
+    a test worker runs hundreds of rotations in one process: by the end every new token cost a compile
+    of hundreds of tokens, most of a rotation's CPU time. What a test needs masked, it masks itself (the
+    hook masks the password and every token it gets), so nothing a test asserts depends on earlier tests.
+    """
+    for module in ("airflow.sdk._shared.secrets_masker", "airflow._shared.secrets_masker"):
+        try:
+            reset = importlib.import_module(module).reset_secrets_masker
+        except (ImportError, AttributeError):  # not in every supported Airflow
+            continue
+        reset()
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     from airflow.utils import db
@@ -63,11 +82,25 @@ def airflow_db() -> None:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``./dev test`` runs two workers), the tests that start a whole Airflow run one
-    after another on one worker: two Airflows at once would only compete for the same two cores."""
+    """Under pytest-xdist (``./dev test``), the tests that share one Airflow (the session's
+    ``local_airflow``) run one after another on one worker, which starts it once; every other
+    Airflow-starting module is its own group, so it can run beside them on another worker (each stack
+    has its own home, ports and simulators)."""
     for item in items:
         if item.get_closest_marker("system"):
-            item.add_marker(pytest.mark.xdist_group("airflow"))
+            shared = "local_airflow" in getattr(item, "fixturenames", ())
+            item.add_marker(
+                pytest.mark.xdist_group("local-airflow" if shared else f"airflow-{item.module.__name__}")
+            )
+    # The longest tests first (xdist hands out work in this order, after the groups of several tests), so
+    # that no worker starts a minutes-long test while the others run out of work.
+    items.sort(
+        key=lambda item: next((n for n, m in enumerate(LONGEST_FIRST) if item.get_closest_marker(m)), 99)
+    )
+
+
+#: Markers of the tests that take minutes (whole Airflows, random histories, a pip install), longest first.
+LONGEST_FIRST = ("system", "properties", "packaging", "faults", "e2e")
 
 
 def pytest_sessionstart(session):
