@@ -31,7 +31,9 @@ COMPONENTS = ["api-server", "scheduler", "dag-processor", "triggerer"]
 STOP_ORDER = ["scheduler", "triggerer", "dag-processor", "api-server", "simulator"]
 
 
-def up(home: Path, port: int, apply_seconds: float, fresh: bool, timeout: float) -> int:
+def up(
+    home: Path, port: int, apply_seconds: float, fresh: bool, timeout: float, retry_delay: float | None = None
+) -> int:
     if stack.recorded(home):
         running = {n: p for n, p in stack.recorded(home).items() if stack.alive(p)}
         if running:
@@ -51,6 +53,8 @@ def up(home: Path, port: int, apply_seconds: float, fresh: bool, timeout: float)
     home.mkdir(parents=True, exist_ok=True)
     values = stack.load_or_create_secrets(home)
     stack.write_passwords_file(home, values["admin_password"])
+    if retry_delay is not None:
+        stack.write_retry_delay_policy(home, retry_delay)
     env = stack.base_env(home, port, values)
     env.update(
         {
@@ -118,10 +122,15 @@ def main() -> int:
         "--fresh", action="store_true", help="start from an empty home (new DB, new simulator)"
     )
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    parser.add_argument(
+        "--retry-delay-seconds",
+        type=float,
+        help="every task's first retry after this many seconds instead of the DAG's 30 (a task policy; for tests)",
+    )
     args = parser.parse_args()
     home = args.home.resolve()
     if args.command == "up":
-        return up(home, args.port, args.apply_seconds, args.fresh, args.timeout)
+        return up(home, args.port, args.apply_seconds, args.fresh, args.timeout, args.retry_delay_seconds)
     if args.command == "down":
         return down(home)
     info = home / "local-airflow.json"

@@ -21,7 +21,8 @@ def local_airflow(tmp_path_factory) -> Iterator[LocalAirflow]:
     with running_stack(
         "local_airflow.py",
         home,
-        ["--port", str(port), "--apply-seconds", "1", "--fresh"],
+        # Retries after 2 s: the restart tests wait for four of them, each 30 s with the DAG's own delay.
+        ["--port", str(port), "--apply-seconds", "1", "--fresh", "--retry-delay-seconds", "2"],
         "local-airflow.json",
     ) as stack:
         yield stack

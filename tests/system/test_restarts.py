@@ -30,9 +30,15 @@ class Simulator:
         return requests.get(f"{self.url}/_simulator/{what}", verify=self.ca, timeout=30).json()
 
     def faults(self, **body) -> None:
-        requests.post(
-            f"{self.url}/_simulator/faults", json=body, verify=self.ca, timeout=30
-        ).raise_for_status()
+        self.post("faults", body)
+
+    def post(self, what: str, body: dict) -> dict:
+        r = requests.post(f"{self.url}/_simulator/{what}", json=body, verify=self.ca, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def last_seq(self) -> int:
+        return max((e["seq"] for e in self.get("journal")["entries"]), default=-1)
 
     def accepted(self, method: str, prefix: str) -> list[dict]:
         return [
@@ -142,7 +148,9 @@ def test_a_worker_killed_during_each_kind_of_write_step_is_retried_safely(local_
 def test_the_triggerer_restarted_while_waiting_starts_no_second_apply_changes(local_airflow):
     local_airflow.reset_simulator()
     sim = Simulator(local_airflow.info)
-    sim.faults(apply_seconds=45)  # a long Apply Changes to restart the triggerer in
+    # An Apply Changes that runs until the test ends it on the simulator's clock, however long the
+    # triggerer takes to come back on a loaded machine.
+    sim.faults(apply_seconds=3600)
     run_id = local_airflow.trigger({"poll_interval_seconds": 2}, prefix="triggerer")
     sensor = SENSORS[0]
     wait_until(
@@ -154,10 +162,23 @@ def test_the_triggerer_restarted_while_waiting_starts_no_second_apply_changes(lo
     pid = airflow_stack.recorded(home)["triggerer"]
     os.killpg(pid, signal.SIGKILL)  # a crash: no clean shutdown of the trigger
     env = restart_env(local_airflow)
+    killed_at = sim.last_seq()
     airflow_stack.start(
         home, "triggerer", [airflow_stack.venv_bin("airflow"), "triggerer", "--skip-serve-logs"], env
     )
+    # The new triggerer resumed the wait: it reads the installation again (and writes nothing)...
+    wait_until(
+        lambda: [
+            e
+            for e in sim.get("journal")["entries"]
+            if e["seq"] > killed_at and e["method"] == "GET" and e["path"].startswith("/api/v0/installations")
+        ],
+        180,
+        "the restarted triggerer to read the installation",
+    )
+    # ...then the installation ends, and so does the rest of the rotation, at the usual pace.
     sim.faults(apply_seconds=None)
+    assert sim.post("clock", {"finish_installation": True})["finished_installation"] is not None
     assert local_airflow.wait_for_run(run_id, timeout=600) == "success"
     assert len(sim.accepted("POST", "/api/v0/installations")) == 4, "one Apply Changes per step, none re-sent"
     ti = local_airflow.task_instances(run_id)[sensor]
