@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +74,28 @@ def fresh_secrets_masker() -> None:
         except (ImportError, AttributeError):  # not in every supported Airflow
             continue
         reset()
+
+
+@pytest.fixture(autouse=True)
+def quick_dag_test_passes(monkeypatch) -> None:
+    """dag.test() sleeps 1 s after every scheduling pass that found no task to run: while a failed task's
+    downstream tasks are marked upstream_failed (one level of the chain per pass), while a retry's delay
+    runs out. Here those sleeps last DAG_TEST_PASS_SECONDS; every other sleep is untouched."""
+    from airflow.sdk import DAG
+
+    dag_test_file = DAG.test.__code__.co_filename
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        if sys._getframe(1).f_code.co_filename == dag_test_file:
+            seconds = min(seconds, DAG_TEST_PASS_SECONDS)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+
+
+#: How long dag.test() waits between scheduling passes that found nothing to run (Airflow's own is 1 s).
+DAG_TEST_PASS_SECONDS = 0.1
 
 
 @pytest.fixture(scope="session")

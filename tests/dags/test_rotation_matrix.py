@@ -28,10 +28,10 @@ ROLES = {"full": (SIM_USER, SIM_PASSWORD), "restricted_control": RESTRICTED}
 @pytest.fixture(scope="module", params=PROFILES)
 def profile_sim(request, tmp_path_factory):
     sim = SimulatorProcess(
-        # 3 s installations on 3.0, so the sensor usually defers and the trigger streams (not guaranteed: load);
+        # 1 s installations on 3.0, so the sensor usually defers and the trigger streams (not guaranteed: load);
         # elsewhere as short as the shared simulator's (the waits poll every 0.1 s: support.polling_fast).
         tmp_path_factory.mktemp(f"sim-{request.param}"),
-        apply_seconds=3.0 if request.param == "3.0" else 0.3,
+        apply_seconds=1.0 if request.param == "3.0" else 0.3,
         username=SIM_USER,
         password=SIM_PASSWORD,
         extra_args=(
