@@ -106,16 +106,15 @@ def airflow_db() -> None:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``./dev test``), the tests that share one Airflow (the session's
-    ``local_airflow``) run one after another on one worker, which starts it once; every other
-    Airflow-starting module is its own group, so it can run beside them on another worker (each stack
+    """Under pytest-xdist (``./dev test``), the tests that share the session's ``local_airflow`` run on
+    one worker, which starts it once (a start costs about 25 s of both cores); every other module that
+    starts Airflows is a group of its own, which can run beside them on another worker (each stack
     has its own home, ports and simulators)."""
     for item in items:
         if item.get_closest_marker("system"):
             shared = "local_airflow" in getattr(item, "fixturenames", ())
-            item.add_marker(
-                pytest.mark.xdist_group("local-airflow" if shared else f"airflow-{item.module.__name__}")
-            )
+            group = "local-airflow" if shared else f"airflow-{item.module.__name__}"
+            item.add_marker(pytest.mark.xdist_group(group))
     # The longest tests first (xdist hands out work in this order, after the groups of several tests), so
     # that no worker starts a minutes-long test while the others run out of work.
     items.sort(

@@ -313,6 +313,9 @@ class RotationHistories(RuleBasedStateMachine):
 @pytest.fixture(scope="module")
 def histories_world():
     logging.disable(logging.CRITICAL)
+    # Airflow's structlog set-up, restored afterwards: the tests after these on the same worker log as usual
+    # (structlog's own defaults would log DEBUG lines in another format).
+    airflows = structlog.get_config()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     with pytest.MonkeyPatch.context() as mp:
         world = make_world(mp)
@@ -320,7 +323,7 @@ def histories_world():
         RotationHistories.dag, RotationHistories.tasks, RotationHistories.env = rotation_tasks()
         yield world
     logging.disable(logging.NOTSET)
-    structlog.reset_defaults()
+    structlog.configure(**airflows)
 
 
 @pytest.mark.parametrize(
