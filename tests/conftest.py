@@ -105,6 +105,7 @@ def airflow_db() -> None:
     db.initdb()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into scopes
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``./dev test``), the tests that share the session's ``local_airflow`` run on
     one worker, which starts it once (a start costs about 25 s of both cores); every other module that
