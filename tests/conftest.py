@@ -123,6 +123,22 @@ def pytest_collection_modifyitems(config, items):
     )
 
 
+@pytest.hookimpl(trylast=True)  # after xdist's hook
+def pytest_collection_finish(session):
+    """Refuse to run when xdist ignored the groups (it did, silently, under pytest 9.2): the local
+    Airflow's tests would each start their own Airflow on every worker."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:
+        message = (
+            f"pytest-xdist did not apply the xdist_group of {len(lost)} tests (e.g. {lost[0]}): "
+            "install the pytest and pytest-xdist versions of constraints/ (./dev setup)"
+        )
+        print(message, file=sys.stderr)  # a worker's exception reaches the terminal only as xdist's own
+        raise pytest.UsageError(message)
+
+
 #: Markers of the tests that take minutes (whole Airflows, random histories, a pip install), longest first.
 LONGEST_FIRST = ("system", "properties", "packaging", "faults", "e2e")
 
