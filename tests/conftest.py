@@ -59,21 +59,38 @@ def sim(simulator: SimulatorProcess, monkeypatch) -> SimulatorProcess:
 
 
 @pytest.fixture(autouse=True)
-def fresh_secrets_masker() -> None:
-    """Each test starts with no masked values, as each Airflow task process does.
+def fresh_secrets_masker(monkeypatch) -> None:
+    """Each test, and each task dag.test() runs, starts with no masked values, as an Airflow task process does.
 
     Airflow's masker keeps every value ever masked in its process and recompiles one regular expression
     of all of them on each new value. A task process masks a handful (its connection, one UAA token), but
     a test worker runs hundreds of rotations in one process: by the end every new token cost a compile
-    of hundreds of tokens, most of a rotation's CPU time. What a test needs masked, it masks itself (the
-    hook masks the password and every token it gets), so nothing a test asserts depends on earlier tests.
+    of hundreds of tokens, most of a rotation's CPU time. What a task needs masked, it masks itself (the
+    hook masks the password and every token it gets), as it must in production.
     """
+    resets = []
     for module in ("airflow.sdk._shared.secrets_masker", "airflow._shared.secrets_masker"):
         try:
-            reset = importlib.import_module(module).reset_secrets_masker
+            resets.append(importlib.import_module(module).reset_secrets_masker)
         except (ImportError, AttributeError):  # not in every supported Airflow
             continue
-        reset()
+
+    def reset() -> None:
+        for reset_one in resets:
+            reset_one()
+
+    reset()
+    from airflow.sdk import DAG
+
+    dag_test = sys.modules[DAG.test.__module__]
+    run_task = getattr(dag_test, "_run_task", None)
+    if run_task is not None:
+
+        def run_task_in_a_fresh_masker(*args, **kwargs):
+            reset()
+            return run_task(*args, **kwargs)
+
+        monkeypatch.setattr(dag_test, "_run_task", run_task_in_a_fresh_masker)
 
 
 @pytest.fixture(autouse=True)
@@ -116,6 +133,9 @@ def pytest_collection_modifyitems(config, items):
             shared = "local_airflow" in getattr(item, "fixturenames", ())
             group = "local-airflow" if shared else f"airflow-{item.module.__name__}"
             item.add_marker(pytest.mark.xdist_group(group))
+        elif item.get_closest_marker("packaging"):
+            # One worker builds the wheel and the Airflow 3.1.0 venv (module fixtures) for all of them.
+            item.add_marker(pytest.mark.xdist_group("packaging"))
     # The longest tests first (xdist hands out work in this order, after the groups of several tests), so
     # that no worker starts a minutes-long test while the others run out of work.
     items.sort(
