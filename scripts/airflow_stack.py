@@ -132,13 +132,22 @@ def task_policy(task):
 """
 
 
-def write_retry_delay_policy(home: Path, seconds: float) -> Path:
+def write_retry_delay_policy(home: Path, seconds: float | None) -> None:
     """A task policy in ``home`` that shortens every task's retry delay to ``seconds``: what a retry does is
-    the same, only sooner (the DAG file is untouched)."""
+    the same, only sooner (the DAG file is untouched). ``None`` removes a policy written here before, so
+    a later ``up`` on the same home gets the DAG's own delays back; anyone else's file is left alone."""
     path = home / "config" / "airflow_local_settings.py"
+    ours = path.exists() and path.read_text().startswith(RETRY_DELAY_POLICY[:40])
+    if seconds is None:
+        if ours:
+            path.unlink()
+        return
+    if path.exists() and not ours:
+        raise RuntimeError(
+            f"{path} exists and was not written by this script; remove it or drop --retry-delay-seconds"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(RETRY_DELAY_POLICY.format(seconds=seconds))
-    return path
 
 
 def prepare_database(home: Path, env: dict[str, str]) -> None:

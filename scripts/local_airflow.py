@@ -53,8 +53,7 @@ def up(
     home.mkdir(parents=True, exist_ok=True)
     values = stack.load_or_create_secrets(home)
     stack.write_passwords_file(home, values["admin_password"])
-    if retry_delay is not None:
-        stack.write_retry_delay_policy(home, retry_delay)
+    stack.write_retry_delay_policy(home, retry_delay)
     env = stack.base_env(home, port, values)
     env.update(
         {

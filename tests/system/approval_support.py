@@ -1,4 +1,4 @@
-"""Helpers of the approval system and browser tests: the simulator's state and journal, HITL answers."""
+"""Helpers of the approval system and browser tests: a rotation waiting for approvals, HITL answers."""
 
 from __future__ import annotations
 
@@ -6,36 +6,11 @@ import re
 import time
 from typing import Any
 
-import requests
-from system_support import DAG_ID
+from system_support import DAG_ID, Simulator
 
-WRITES = ("POST", "PUT", "PATCH", "DELETE")
 ACTIVATE = "activate_new_ca.approve_activate_ca"
 DELETE = "delete_old_ca.approve_delete_ca"
 WAITING = ("awaiting_input", "deferred")  # Airflow 3.3 parks HITL tasks; 3.1 defers them to the triggerer
-
-
-class Simulator:
-    def __init__(self, info: dict[str, Any]) -> None:
-        self.url, self.ca = info["simulator_url"], info["simulator_ca"]
-
-    def get(self, path: str) -> Any:
-        r = requests.get(f"{self.url}/_simulator/{path}", verify=self.ca, timeout=30)
-        r.raise_for_status()
-        return r.json()
-
-    def cas(self) -> dict[str, bool]:
-        return {ca["guid"]: ca["active"] for ca in self.get("state")["certificate_authorities"]}
-
-    def writes(self, after_seq: int = -1) -> list[tuple[str, str]]:
-        return [
-            (e["method"], e["path"])
-            for e in self.get("journal")["entries"]
-            if e["seq"] > after_seq and e["method"] in WRITES and e["path"].startswith("/api/")
-        ]
-
-    def last_seq(self) -> int:
-        return max((e["seq"] for e in self.get("journal")["entries"]), default=-1)
 
 
 def start_rotation(airflow, conf: dict[str, Any], prefix: str) -> tuple[Simulator, str, int, str]:

@@ -95,6 +95,53 @@ class LocalAirflow:
         )["value"]
 
 
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+class Simulator:
+    """The control surface of a local Airflow's simulator: its state, journal, faults and clock."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.url, self.ca = info["simulator_url"], info["simulator_ca"]
+
+    def get(self, what: str) -> Any:
+        import requests
+
+        r = requests.get(f"{self.url}/_simulator/{what}", verify=self.ca, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def post(self, what: str, body: dict[str, Any]) -> Any:
+        import requests
+
+        r = requests.post(f"{self.url}/_simulator/{what}", json=body, verify=self.ca, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def faults(self, **body: Any) -> None:
+        self.post("faults", body)
+
+    def cas(self) -> dict[str, bool]:
+        return {ca["guid"]: ca["active"] for ca in self.get("state")["certificate_authorities"]}
+
+    def writes(self, after_seq: int = -1) -> list[tuple[str, str]]:
+        return [
+            (e["method"], e["path"])
+            for e in self.get("journal")["entries"]
+            if e["seq"] > after_seq and e["method"] in WRITES and e["path"].startswith("/api/")
+        ]
+
+    def accepted(self, method: str, prefix: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.get("journal")["entries"]
+            if e["method"] == method and e["path"].startswith(prefix) and e["status"] == 200
+        ]
+
+    def last_seq(self) -> int:
+        return max((e["seq"] for e in self.get("journal")["entries"]), default=-1)
+
+
 @contextmanager
 def running_stack(
     script: str, home: Path, up_args: list[str], info_file: str, down_timeout: float = 120

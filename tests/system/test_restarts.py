@@ -13,39 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from doc_tables import mask, observe
-from system_support import SENSORS, airflow_stack
+from system_support import SENSORS, Simulator, airflow_stack
 
 pytestmark = [pytest.mark.system, pytest.mark.faults, pytest.mark.docs]
-
-
-class Simulator:
-    """The control surface of the local Airflow's simulator."""
-
-    def __init__(self, info: dict) -> None:
-        self.url, self.ca = info["simulator_url"], info["simulator_ca"]
-
-    def get(self, what: str):
-        return requests.get(f"{self.url}/_simulator/{what}", verify=self.ca, timeout=30).json()
-
-    def faults(self, **body) -> None:
-        self.post("faults", body)
-
-    def post(self, what: str, body: dict) -> dict:
-        r = requests.post(f"{self.url}/_simulator/{what}", json=body, verify=self.ca, timeout=30)
-        r.raise_for_status()
-        return r.json()
-
-    def last_seq(self) -> int:
-        return max((e["seq"] for e in self.get("journal")["entries"]), default=-1)
-
-    def accepted(self, method: str, prefix: str) -> list[dict]:
-        return [
-            e
-            for e in self.get("journal")["entries"]
-            if e["method"] == method and e["path"].startswith(prefix) and e["status"] == 200
-        ]
 
 
 def task_process(ti_id: str) -> int | None:

@@ -108,20 +108,16 @@ class ApplyChangesOperator(OpsManagerBaseOperator):
 
     def options(self) -> ApplyChangesOptions:
         # The rules the trigger form and the fleet file check, checked again on the rendered values.
-        try:
-            products = conforming(DeployProducts, self.deploy_products)
-        except ValidationError:
-            raise OpsManagerConfigError(
-                "deploy_products must be 'all', 'none' or a non-empty list of product GUIDs or names, "
-                f"got {self.deploy_products!r}"
-            ) from None
-        try:
-            errands = conforming(Errands, self.errands or {})
-        except ValidationError:
-            raise OpsManagerConfigError(
-                "errands must map a product GUID or name to {'run_post_deploy': {errand: true|false|'default'}}, "
-                f"got {self.errands!r}"
-            ) from None
+        products = _checked(
+            DeployProducts,
+            self.deploy_products,
+            "deploy_products must be 'all', 'none' or a non-empty list of product GUIDs or names",
+        )
+        errands = _checked(
+            Errands,
+            self.errands or {},
+            "errands must map a product GUID or name to {'run_post_deploy': {errand: true|false|'default'}}",
+        )
         if not isinstance(products, str) or errands:
             known = self._product_guids()
             unknown = [
@@ -245,3 +241,11 @@ class ApplyChangesOperator(OpsManagerBaseOperator):
             )
             return None
         return self._attach_or_start(context)
+
+
+def _checked(rule: Any, value: Any, expected: str) -> Any:
+    """``value`` as ``rule`` reads it; a configuration error (no retry) saying what was expected if not."""
+    try:
+        return conforming(rule, value)
+    except ValidationError:
+        raise OpsManagerConfigError(f"{expected}, got {value!r}") from None
